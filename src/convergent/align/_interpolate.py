@@ -1,0 +1,219 @@
+"""Linear interpolation between two nets' weights, renormalisation, and the loss barrier.
+
+Barrier definitions (stated in every output):
+
+- loss barrier = max over alpha of  L(alpha) - ((1 - alpha) L(0) + alpha L(1))
+- accuracy barrier = max over alpha of  ((1 - alpha) acc(0) + alpha acc(1)) - acc(alpha)
+
+where L(alpha) is the mean cross-entropy of the net with weights (1 - alpha) theta_A + alpha theta_B.
+Both are >= 0 up to rounding at the endpoints; a barrier near 0 means the straight path between the
+nets stays as good as its ends (linear mode connectivity).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from convergent._progress import bar
+from convergent.record import capture
+
+REPAIRS = ("none", "reset-bn", "repair")
+BARRIER_DEFINITIONS = {
+    "loss": "max_alpha L(alpha) - ((1 - alpha) L(0) + alpha L(1))",
+    "accuracy": "max_alpha ((1 - alpha) acc(0) + alpha acc(1)) - acc(alpha)",
+}
+
+
+def interpolate_state(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
+                      alpha: float) -> dict[str, torch.Tensor]:
+    """(1 - alpha) * A + alpha * B for floating tensors; integer buffers (BatchNorm's
+    ``num_batches_tracked``) are taken from A. At alpha 0 and 1 the endpoints are reproduced exactly."""
+    out = {}
+    for key, a in state_a.items():
+        b = state_b[key]
+        if not torch.is_floating_point(a):
+            out[key] = a.clone()
+        elif alpha == 0:
+            out[key] = a.clone()
+        elif alpha == 1:
+            out[key] = b.clone()
+        else:
+            out[key] = torch.lerp(a, b.to(a.dtype), float(alpha))
+    return out
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def reset_batchnorm(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> nn.Module:
+    """Recompute every BatchNorm's running mean and variance on ``images`` (exact averages over the
+    batches: momentum None), as after averaging weights the stored statistics no longer fit."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    saved = [(m, m.momentum) for m in norms]
+    was = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for start in range(0, len(images), batch_size):
+            model(images[start : start + batch_size])
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was)
+    return model.eval() if not was else model
+
+
+def _affine_layers(model: nn.Module) -> list[str]:
+    """Conv/Linear layers whose outputs REPAIR renormalises (all but the classifier)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    return names[:-1]
+
+
+@torch.no_grad()
+def _channel_stats(model: nn.Module, layers: Sequence[str], images: torch.Tensor,
+                   batch_size: int = 256) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from convergent.stats import Moments
+
+    moments: dict[str, Any] = {}
+    with capture({"m": model}, layers) as store:
+        for start in range(0, len(images), batch_size):
+            model(images[start : start + batch_size])
+            for layer in layers:
+                out = store.outputs[("m", layer)]
+                x = out.transpose(0, 1).reshape(out.shape[1], -1).T if out.ndim > 2 else out
+                moments.setdefault(layer, Moments(x.shape[1], exact=True)).update(x.double())
+            store.clear()
+    return {k: (m.mean, m.std()) for k, m in moments.items()}
+
+
+@torch.no_grad()
+def repair(model: nn.Module, stats_a: Mapping[str, tuple[np.ndarray, np.ndarray]],
+           stats_b: Mapping[str, tuple[np.ndarray, np.ndarray]], alpha: float,
+           images: torch.Tensor, *, batch_size: int = 256) -> nn.Module:
+    """REPAIR (Jordan et al. 2023): set each channel's mean and std at the output of every hidden
+    conv/linear layer to the interpolation of the endpoints' ((1-alpha) A + alpha B), layer by
+    layer in forward order, by rescaling that layer's weights and bias; then reset BatchNorm."""
+    modules = dict(model.named_modules())
+    for layer in _affine_layers(model):
+        mod = modules[layer]
+        if mod.bias is None:
+            # a bias-free conv feeds a BatchNorm: resetting that BatchNorm renormalises it
+            continue
+        mu, sd = _channel_stats(model, [layer], images, batch_size)[layer]
+        mu_t = (1 - alpha) * stats_a[layer][0] + alpha * stats_b[layer][0]
+        sd_t = (1 - alpha) * stats_a[layer][1] + alpha * stats_b[layer][1]
+        scale = np.divide(sd_t, sd, out=np.ones_like(sd), where=sd > 1e-12)
+        # out' = scale * (out - mu) + mu_t  with  out = W x + b
+        scale_t = torch.as_tensor(scale, dtype=mod.weight.dtype)
+        shift_t = torch.as_tensor(mu_t - scale * mu, dtype=mod.weight.dtype)
+        mod.weight.mul_(scale_t.reshape((-1,) + (1,) * (mod.weight.ndim - 1)))
+        mod.bias.mul_(scale_t).add_(shift_t)
+    return reset_batchnorm(model, images, batch_size=batch_size)
+
+
+@dataclass
+class BarrierResult:
+    """Loss and accuracy along the straight path between two nets."""
+
+    alphas: np.ndarray
+    curves: dict[str, dict[str, np.ndarray]]  # split -> {"loss": ..., "accuracy": ...}
+    repair: str
+    align: str
+    barriers: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alphas": self.alphas.tolist(),
+            "repair": self.repair,
+            "align": self.align,
+            "curves": {s: {k: v.tolist() for k, v in c.items()} for s, c in self.curves.items()},
+            "barriers": self.barriers,
+            "definitions": BARRIER_DEFINITIONS,
+        }
+
+
+def barrier(values: np.ndarray, alphas: np.ndarray, *, higher_is_better: bool = False) -> float:
+    """Largest gap between the straight line joining the endpoint values and the curve."""
+    values, alphas = np.asarray(values, dtype=float), np.asarray(alphas, dtype=float)
+    line = (1 - alphas) * values[0] + alphas * values[-1]
+    gap = line - values if higher_is_better else values - line
+    return float(gap.max())
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+              batch_size: int = 512) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        out = model(images[start : start + batch_size])
+        y = labels[start : start + batch_size]
+        loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+    return loss / len(labels), correct / len(labels)
+
+
+def interpolation_curve(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    points: int = 25,
+    repair_mode: str = "none",
+    align: str = "none",
+    calibration: torch.Tensor | None = None,
+    progress: bool | None = None,
+) -> BarrierResult:
+    """Evaluate every split at ``points`` alphas from 0 to 1 between ``model_a`` and ``model_b``.
+
+    ``repair_mode``: ``none`` (plain averaging), ``reset-bn`` (recompute BatchNorm statistics on
+    ``calibration`` inputs at each point) or ``repair`` (REPAIR renormalisation on ``calibration``).
+    ``model_b`` should already be aligned to ``model_a`` when ``align`` is not ``none`` (the label is
+    recorded only).
+    """
+    if repair_mode not in REPAIRS:
+        raise ValueError(f"The 'repair' parameter must be one of {REPAIRS}. Got {repair_mode!r} instead.")
+    if int(points) != points or points < 2:
+        raise ValueError(f"The 'points' parameter must be an integer >= 2. Got {points!r} instead.")
+    if repair_mode != "none" and calibration is None:
+        raise ValueError(f"repair={repair_mode!r} needs calibration inputs (training images).")
+    alphas = np.linspace(0.0, 1.0, int(points))
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    stats_a = stats_b = None
+    if repair_mode == "repair":
+        layers = _affine_layers(model_a)
+        stats_a = _channel_stats(model_a, layers, calibration)
+        stats_b = _channel_stats(model_b, layers, calibration)
+    curves = {s: {"loss": np.zeros(len(alphas)), "accuracy": np.zeros(len(alphas))} for s in splits}
+    work = copy.deepcopy(model_a)
+    for i, alpha in enumerate(bar(alphas, progress=progress, desc=f"interpolate ({repair_mode})")):
+        work.load_state_dict(interpolate_state(state_a, state_b, float(alpha)))
+        endpoint = alpha in (0.0, 1.0)
+        if repair_mode == "reset-bn" and not endpoint:
+            reset_batchnorm(work, calibration)
+        elif repair_mode == "repair" and not endpoint:
+            repair(work, stats_a, stats_b, float(alpha), calibration)
+        for split, (x, y) in splits.items():
+            loss, acc = _evaluate(work, x, y)
+            curves[split]["loss"][i] = loss
+            curves[split]["accuracy"][i] = acc
+    result = BarrierResult(alphas, curves, repair_mode, align)
+    for split, c in curves.items():
+        result.barriers[split] = {
+            "loss": barrier(c["loss"], alphas),
+            "accuracy": barrier(c["accuracy"], alphas, higher_is_better=True),
+        }
+    return result

@@ -1,0 +1,29 @@
+"""Architectures: a registry of built-in models, user ``module:factory`` models, layer listing."""
+
+from convergent.models._convnet import ConvNet
+from convergent.models._mlp import MLP
+from convergent.models._registry import (
+    available_architectures,
+    build_model,
+    check_kwargs,
+    default_layers,
+    describe_layers,
+    layer_names,
+    register_architecture,
+    resolve_factory,
+)
+from convergent.models._resnet import ResNet
+
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "ResNet",
+    "available_architectures",
+    "build_model",
+    "check_kwargs",
+    "default_layers",
+    "describe_layers",
+    "layer_names",
+    "register_architecture",
+    "resolve_factory",
+]
