@@ -36,6 +36,11 @@ def load_digits_arrays():
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise CorruptFileError(
+                f"{path} is not a readable .npy file (no NumPy header); save it with numpy.save."
+            )
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
