@@ -190,7 +190,7 @@ def test_load_refuses_damaged_or_foreign_files(tmp_path):
         (lambda: Moments(3).update(np.zeros((2, 4))), ValueError, r"shape \(n, 3\)"),
         (lambda: Moments(3).update(np.zeros(3)), ValueError, r"shape \(n, 3\)"),
         (lambda: Moments(3).update([[1, 2, 3]]), TypeError, "NumPy array or a torch tensor"),
-        (lambda: Moments(1).update(np.array([["a"]])), TypeError, "expects numeric data"),
+        (lambda: Moments(1).update(np.array([["a"]])), TypeError, "expects real numeric data"),
         (lambda: Moments(1).update(torch.ones(1, 1, dtype=torch.complex64)), TypeError, "complex"),
         (lambda: Moments(3).merge(3), TypeError, "expects a Moments"),
         (lambda: Moments(3).merge(Moments(2)), ValueError, "dim 2 into Moments of dim 3"),
@@ -203,3 +203,17 @@ def test_load_refuses_damaged_or_foreign_files(tmp_path):
 def test_every_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_float32_overflow_is_reported_not_accumulated():
+    m = Moments(2)
+    big = np.full((4, 2), 3e38, dtype=np.float32)
+    big[0] = -3e38
+    with pytest.raises(ValueError, match="overflows (torch.)?float32 (sums|products).*exact=True"):
+        m.update(big)
+    assert m.count == 0
+    huge = np.array([[1e20, 0.0], [-1e20, 1.0]], dtype=np.float32)
+    with pytest.raises(ValueError, match="overflows (torch.)?float32 products"):
+        m.update(huge)
+    exact = Moments(2, exact=True).update(huge)
+    assert np.isfinite(exact.comoment).all()

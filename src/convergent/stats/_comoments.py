@@ -39,8 +39,6 @@ class Moments:
     exact : bool
         Compute each batch's product in float64 too (default: in the batch's precision, float32 for
         float32 activations, after centring on the batch mean; accumulators are always float64).
-    device : str or torch.device, optional
-        Where the float64 state lives (default: the device of the first batch; CPU for NumPy).
 
     Attributes
     ----------
@@ -55,26 +53,26 @@ class Moments:
     (100, (3, 3))
     """
 
-    def __init__(self, dim: int, *, exact: bool = False, device: str | torch.device | None = None) -> None:
+    def __init__(self, dim: int, *, exact: bool = False) -> None:
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(f"The 'dim' parameter of Moments must be an integer >= 1. Got {dim!r} instead.")
         self.dim = int(dim)
         self.exact = bool(exact)
         self.metadata: dict[str, Any] = {}
-        self._device = torch.device(device) if device is not None else None
         self._count = 0
         self._batches = 0
-        self._mean: torch.Tensor | None = None
-        self._comoment: torch.Tensor | None = None
+        # float64 state, in host memory as NumPy arrays (batch products may run on a GPU)
+        self._mean: np.ndarray | None = None
+        self._comoment: np.ndarray | None = None
+        self._work: np.ndarray | None = None  # reused buffer for the centred batch (CPU)
 
     # ------------------------------------------------------------------------------------------
     # state
 
-    def _ensure(self, device: torch.device) -> None:
+    def _ensure(self) -> None:
         if self._mean is None:
-            self._device = self._device or device
-            self._mean = torch.zeros(self.dim, dtype=torch.float64, device=self._device)
-            self._comoment = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=self._device)
+            self._mean = np.zeros(self.dim)
+            self._comoment = np.zeros((self.dim, self.dim))
 
     @property
     def count(self) -> int:
@@ -116,11 +114,16 @@ class Moments:
         ValueError
             If a value is NaN or infinite (naming the columns and the batch); the state is unchanged.
         """
-        if isinstance(x, np.ndarray):
-            if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-                raise TypeError(f"Moments.update expects numeric data. Got dtype {x.dtype} instead.")
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        elif not isinstance(x, torch.Tensor):
+        if isinstance(x, torch.Tensor):
+            if x.is_complex():
+                raise TypeError("Moments.update does not take complex data.")
+            if x.device.type == "cpu":
+                x = x.detach().numpy()
+        elif isinstance(x, np.ndarray):
+            if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) \
+                    or np.iscomplexobj(x):
+                raise TypeError(f"Moments.update expects real numeric data. Got dtype {x.dtype} instead.")
+        else:
             raise TypeError(
                 f"Moments.update expects a NumPy array or a torch tensor. Got {type(x).__name__} instead."
             )
@@ -132,46 +135,67 @@ class Moments:
         n = int(x.shape[0])
         if n == 0:
             return self
-        if x.is_complex():
-            raise TypeError("Moments.update does not take complex data.")
-        if not torch.is_floating_point(x):
-            x = x.to(torch.float64)
-        elif self.exact or x.dtype == torch.float64:
-            x = x.to(torch.float64)
-        elif x.dtype != torch.float32:  # half precision: product in float32
-            x = x.to(torch.float32)
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            bad = torch.nonzero(~finite.all(dim=0)).flatten().tolist()
-            shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        # centre on the batch mean, product in the batch's precision, then correct exactly for the
+        # rounding of the centre: sum (x-c)(x-c)^T - s s^T / n with s = sum (x-c).
+        if isinstance(x, np.ndarray):
+            # CPU: all in NumPy, whose matmul runs x^T x as a symmetric rank-k update (BLAS syrk,
+            # half the flops of a general product); one BLAS thread pool (mixing torch's OpenMP
+            # pool with NumPy's in one update makes each spin while the other works)
+            want = np.float64 if (self.exact or x.dtype == np.float64
+                                  or not np.issubdtype(x.dtype, np.floating)) else np.float32
+            x = np.ascontiguousarray(x, dtype=want)
+            if self._work is None or self._work.shape[0] < n or self._work.dtype != x.dtype:
+                self._work = np.empty((n, self.dim), dtype=x.dtype)
+            centre, resid, prod = _centred_product_numpy(x, self._work[:n])
+        else:
+            # GPU: the batch product runs on the device; the float64 state stays in host memory
+            if not torch.is_floating_point(x) or self.exact or x.dtype == torch.float64:
+                x = x.to(torch.float64)
+            elif x.dtype != torch.float32:
+                x = x.to(torch.float32)
+            centre, resid, prod = (t.cpu().numpy() for t in _centred_product_torch(x))
+        if not np.isfinite(resid).all():
+            # NaN or inf anywhere in a column makes its sum non-finite: find and report them
+            bad = np.flatnonzero(~np.isfinite(np.asarray(
+                x.cpu().numpy() if isinstance(x, torch.Tensor) else x)).all(axis=0)).tolist()
+            if bad:
+                self._reject(bad)
             raise ValueError(
-                f"Non-finite values (NaN or inf) in column(s) {shown} of batch {self._batches} "
-                f"({len(bad)} column(s) affected); nothing from this batch was added. Check the "
-                "inputs or the model producing them."
+                f"Batch {self._batches} overflows {x.dtype} sums (values around "
+                f"{float(abs(x).max()):.3g}); nothing from this batch was added. Use "
+                "Moments(..., exact=True) for float64 products."
             )
-        self._ensure(x.device)
-        # centre on the batch mean (computed in float64), product in the batch's precision, then
-        # correct exactly for the rounding of the centre: sum (x-c)(x-c)^T - s s^T / n, s = sum(x-c)
-        centre64 = x.sum(dim=0, dtype=torch.float64) / n
-        xc = x - centre64.to(x.dtype)
-        prod = (xc.T @ xc).to(torch.float64)
-        resid = xc.sum(dim=0, dtype=torch.float64)
-        prod -= torch.outer(resid, resid) / n
-        batch_mean = centre64.to(x.dtype).to(torch.float64) + resid / n
-        self._combine(n, batch_mean.to(self._device), prod.to(self._device))
+        if not np.isfinite(np.diagonal(prod)).all():
+            raise ValueError(
+                f"Batch {self._batches} overflows {x.dtype} products (values around "
+                f"{float(abs(x).max()):.3g}); nothing from this batch was added. Use "
+                "Moments(..., exact=True) for float64 products."
+            )
+        prod -= np.outer(resid / n, resid)
+        batch_mean = centre.astype(np.float64) + resid / n
+        self._ensure()
+        self._combine(n, batch_mean, prod)
         return self
 
-    def _combine(self, n_b: int, mean_b: torch.Tensor, comoment_b: torch.Tensor) -> None:
+    def _reject(self, bad: list[int]) -> None:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(
+            f"Non-finite values (NaN or inf) in column(s) {shown} of batch {self._batches} "
+            f"({len(bad)} column(s) affected); nothing from this batch was added. Check the "
+            "inputs or the model producing them."
+        )
+
+    def _combine(self, n_b: int, mean_b: np.ndarray, comoment_b: np.ndarray) -> None:
         n_a = self._count
         n = n_a + n_b
         if n_a == 0:
-            self._mean.copy_(mean_b)
-            self._comoment.copy_(comoment_b)
+            self._mean[:] = mean_b
+            self._comoment[:] = comoment_b
         else:
             delta = mean_b - self._mean
-            self._mean.add_(delta, alpha=n_b / n)
-            self._comoment.add_(comoment_b)
-            self._comoment.add_(torch.outer(delta, delta), alpha=n_a * n_b / n)
+            self._mean += delta * (n_b / n)
+            self._comoment += comoment_b
+            self._comoment += np.outer(delta * (n_a * n_b / n), delta)
         self._count = n
 
     def merge(self, other: Moments) -> Moments:
@@ -182,8 +206,8 @@ class Moments:
             raise ValueError(f"Cannot merge Moments of dim {other.dim} into Moments of dim {self.dim}.")
         if other._count == 0:
             return self
-        self._ensure(other._device)
-        self._combine(other._count, other._mean.to(self._device), other._comoment.to(self._device))
+        self._ensure()
+        self._combine(other._count, other._mean, other._comoment)
         return self
 
     # ------------------------------------------------------------------------------------------
@@ -200,7 +224,7 @@ class Moments:
     def cov(self, ddof: int = 1) -> np.ndarray:
         """(D, D) covariance ``comoment / (count - ddof)``."""
         self._require(ddof + 1)
-        return self._comoment.cpu().numpy() / (self._count - ddof)
+        return self._comoment / (self._count - ddof)
 
     def dead_units(self) -> np.ndarray:
         """Indices of zero-variance (dead or constant) units.
@@ -210,9 +234,9 @@ class Moments:
         smaller spread is the rounding of a constant, not signal.
         """
         self._require(1)
-        var = np.clip(np.diag(self._comoment.cpu().numpy()) / self._count, 0.0, None)
+        var = np.clip(np.diag(self._comoment) / self._count, 0.0, None)
         std = np.sqrt(var)
-        scale = np.abs(self._mean.cpu().numpy())
+        scale = np.abs(self._mean)
         dead = (var == 0) | (std <= DEAD_RTOL[self.exact] * scale)
         return np.flatnonzero(dead).astype(np.int64)
 
@@ -221,7 +245,7 @@ class Moments:
         every other unit and 1 with themselves; the result never holds NaN. Values are clipped to
         [-1, 1] against rounding."""
         self._require(1)
-        cov = self._comoment.cpu().numpy() / self._count
+        cov = self._comoment / self._count
         std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         alive = np.ones(self.dim, dtype=bool)
         alive[self.dead_units()] = False
@@ -238,22 +262,22 @@ class Moments:
     def subset(self, index: Any) -> Moments:
         """The moments of a subset (or reordering) of the variables: slices of mean and comoment."""
         self._require(1)
-        idx = torch.as_tensor(np.arange(self.dim)[index], dtype=torch.long, device=self._mean.device)
-        out = Moments(int(idx.numel()), exact=self.exact, device=self._device)
-        out._ensure(self._mean.device)
+        idx = np.arange(self.dim)[index]
+        idx = np.atleast_1d(idx)
+        out = Moments(int(idx.size), exact=self.exact)
         out._count = self._count
-        out._mean.copy_(self._mean[idx])
-        out._comoment.copy_(self._comoment[idx][:, idx])
+        out._mean = self._mean[idx].copy()
+        out._comoment = self._comoment[np.ix_(idx, idx)].copy()
         out.metadata = dict(self.metadata)
         return out
 
     def copy(self) -> Moments:
-        out = Moments(self.dim, exact=self.exact, device=self._device)
+        out = Moments(self.dim, exact=self.exact)
         out.metadata = dict(self.metadata)
         out._count, out._batches = self._count, self._batches
         if self._mean is not None:
-            out._mean = self._mean.clone()
-            out._comoment = self._comoment.clone()
+            out._mean = self._mean.copy()
+            out._comoment = self._comoment.copy()
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -277,8 +301,8 @@ class Moments:
     def save(self, path: str | os.PathLike) -> None:
         """Write to a safetensors file (count, mean, comoment) with JSON metadata."""
         self._require(0)
-        mean = self._mean.cpu().numpy() if self._mean is not None else np.zeros(self.dim)
-        comoment = self._comoment.cpu().numpy() if self._comoment is not None else np.zeros((self.dim,) * 2)
+        mean = self._mean if self._mean is not None else np.zeros(self.dim)
+        comoment = self._comoment if self._comoment is not None else np.zeros((self.dim,) * 2)
         save_arrays(
             path,
             {"count": np.array([self._count], dtype=np.int64), "mean": mean, "comoment": comoment},
@@ -306,17 +330,39 @@ class Moments:
             )
         if not (np.isfinite(mean).all() and np.isfinite(comoment).all()):
             raise CorruptFileError(f"{path} holds non-finite moments.")
-        out = cls(dim, exact=bool(meta.get("exact", False)), device="cpu")
+        out = cls(dim, exact=bool(meta.get("exact", False)))
         out.metadata = dict(meta.get("metadata", {}))
         out._count = int(count[0])
         if out._count > 0:
-            out._ensure(torch.device("cpu"))
-            out._mean = torch.from_numpy(mean.copy())
-            out._comoment = torch.from_numpy(comoment.copy())
+            out._mean = mean.copy()
+            out._comoment = comoment.copy()
         return out
 
 
-def _readonly(t: torch.Tensor) -> np.ndarray:
-    arr = t.detach().cpu().numpy().copy()
+def _centred_product_numpy(
+    x: np.ndarray, work: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, sum of centred rows, centred product) of a CPU batch; the last two in float64.
+    ``work`` is a buffer of x's shape and dtype that receives the centred batch."""
+    n = x.shape[0]
+    with np.errstate(all="ignore"):  # non-finite input is reported by the caller
+        ones = np.ones(n, dtype=x.dtype)
+        centre = (ones @ x) / n
+        xc = np.subtract(x, centre, out=work)
+        resid = (ones @ xc).astype(np.float64)
+        prod = (xc.T @ xc).astype(np.float64)
+    return centre, resid, prod
+
+
+def _centred_product_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+    centre = (x.T @ ones).squeeze(1) / x.shape[0]
+    xc = x - centre
+    resid = (xc.T @ ones).squeeze(1).to(torch.float64)
+    return centre, resid, (xc.T @ xc).to(torch.float64)
+
+
+def _readonly(t: np.ndarray) -> np.ndarray:
+    arr = t.copy()
     arr.setflags(write=False)
     return arr

@@ -65,6 +65,6 @@ def all_merge(moments: Moments, group: object = None) -> Moments:
     for c, m, cm in zip(counts, means, comoments):
         n = int(c.item())
         if n:
-            out._ensure(torch.device("cpu"))
-            out._combine(n, m.cpu(), cm.cpu())
+            out._ensure()
+            out._combine(n, m.cpu().numpy(), cm.cpu().numpy())
     return out

@@ -1,0 +1,289 @@
+"""One-to-one unit matching (Li et al. 2016, section 3): semi-matching and bipartite matching.
+
+Given a (d_A, d_B) similarity matrix between the units of net A (rows) and net B (columns), usually
+the between-net block of the joint correlation matrix:
+
+- *semi-matching*: each unit of A takes the unit of B it is most similar to; several A units may
+  pick the same B unit;
+- *bipartite matching*: a one-to-one assignment maximising the summed similarity
+  (``scipy.optimize.linear_sum_assignment``); with d_A > d_B some A units stay unmatched.
+
+The paper matches on signed correlation; ``absolute=True`` matches on |corr| instead (a unit and its
+negation then count as the same feature). Scores are always reported as the signed value of the
+chosen pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from convergent._errors import ConvergentError
+
+
+def _as_matrix(sim: Any, name: str = "corr") -> np.ndarray:
+    arr = np.asarray(sim, dtype=np.float64)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(
+            f"The '{name}' parameter must be a non-empty 2-D (d_A, d_B) matrix. Got shape "
+            f"{arr.shape} instead."
+        )
+    if not np.isfinite(arr).all():
+        raise ValueError(f"The '{name}' parameter holds NaN or infinite values.")
+    return arr
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """A matching of A's units to B's units.
+
+    Attributes
+    ----------
+    partner : ndarray of int, shape (d_A,)
+        For each unit of A, the index of its partner in B (-1 if unmatched: bipartite with d_A > d_B).
+    score : ndarray of float, shape (d_A,)
+        The (signed) similarity of each A unit with its partner (0 where unmatched; see ``matched``).
+    matched : ndarray of bool, shape (d_A,)
+        Which A units have a partner.
+    method : str
+        ``"semi"`` or ``"bipartite"``.
+    absolute : bool
+        Whether partners were chosen on |similarity|.
+    """
+
+    partner: np.ndarray
+    score: np.ndarray
+    matched: np.ndarray
+    method: str
+    absolute: bool = False
+    d_b: int = 0
+
+    @property
+    def sorted_scores(self) -> np.ndarray:
+        """Scores of the matched A units, highest first (the paper's matching curves)."""
+        return np.sort(self.score[self.matched])[::-1]
+
+    @property
+    def mean(self) -> float:
+        """Mean score over matched units."""
+        return float(self.score[self.matched].mean()) if self.matched.any() else 0.0
+
+    @property
+    def permutation(self) -> np.ndarray:
+        """An order of B's units that puts each A unit's partner at A's position: B[:, perm] is
+        aligned to A (partners first in A's order, then B's unmatched units)."""
+        taken = self.partner[self.matched]
+        rest = np.setdiff1d(np.arange(self.d_b), taken)
+        if self.method == "semi":
+            return self.partner.copy()
+        return np.concatenate([taken, rest]).astype(np.int64)
+
+    def count_above(self, thresholds: Sequence[float]) -> dict[str, int]:
+        """Number of A units whose matched score is at least each threshold."""
+        return {f"{t:g}": int((self.score[self.matched] >= t).sum()) for t in thresholds}
+
+
+def semi_matching(corr: Any, *, absolute: bool = False) -> MatchResult:
+    """For each unit of A (row), the unit of B (column) with the highest similarity.
+
+    Parameters
+    ----------
+    corr : array-like, shape (d_A, d_B)
+        Similarity between A's and B's units (e.g. correlation, or mutual information).
+    absolute : bool
+        Choose on |corr| (default: signed, as in the paper). Ties go to the lowest B index.
+
+    Returns
+    -------
+    MatchResult
+    """
+    sim = _as_matrix(corr)
+    key = np.abs(sim) if absolute else sim
+    partner = key.argmax(axis=1).astype(np.int64)
+    score = sim[np.arange(sim.shape[0]), partner]
+    return MatchResult(partner, score, np.ones(sim.shape[0], dtype=bool), "semi", absolute, sim.shape[1])
+
+
+def bipartite_matching(corr: Any, *, absolute: bool = False) -> MatchResult:
+    """Maximum-weight one-to-one assignment of A's units to B's (rectangular allowed).
+
+    Parameters
+    ----------
+    corr : array-like, shape (d_A, d_B)
+    absolute : bool
+        Maximise the summed |corr| instead of the summed signed corr.
+
+    Returns
+    -------
+    MatchResult
+        With d_A > d_B, ``d_A - d_B`` units of A are unmatched (``partner == -1``).
+    """
+    sim = _as_matrix(corr)
+    key = np.abs(sim) if absolute else sim
+    rows, cols = linear_sum_assignment(key, maximize=True)
+    partner = np.full(sim.shape[0], -1, dtype=np.int64)
+    partner[rows] = cols
+    matched = partner >= 0
+    score = np.zeros(sim.shape[0])
+    score[rows] = sim[rows, cols]
+    return MatchResult(partner, score, matched, "bipartite", absolute, sim.shape[1])
+
+
+def within_net_baseline(corr_within: Any, *, absolute: bool = False) -> np.ndarray:
+    """Each unit's highest correlation with *another* unit of its own net, shape (d,).
+
+    The paper's reference: a between-net match as good as this means the other net has the unit
+    about as well as the net itself has a near-duplicate of it.
+    """
+    sim = _as_matrix(corr_within, "corr_within")
+    if sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"A within-net correlation matrix must be square. Got shape {sim.shape} instead.")
+    if sim.shape[0] < 2:
+        raise ConvergentError("The within-net baseline needs a net with at least 2 units.")
+    key = np.abs(sim) if absolute else sim.copy()
+    np.fill_diagonal(key, -np.inf)
+    best = key.argmax(axis=1)
+    return sim[np.arange(sim.shape[0]), best]
+
+
+@dataclass
+class PairMatching:
+    """One-to-one comparison of two nets at one layer (net A's units against net B's)."""
+
+    net_a: str
+    net_b: str
+    semi: MatchResult
+    semi_reverse: MatchResult
+    bipartite: MatchResult
+    within_a: np.ndarray
+    within_b: np.ndarray
+    thresholds: tuple[float, ...]
+    unique_threshold: float
+    unique_a: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    unique_b: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    dead_a: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    dead_b: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of A units whose semi-matching partner is also their bipartite partner."""
+        return float((self.semi.partner == self.bipartite.partner).mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able scalar summary (no NaN)."""
+        n_a = len(self.semi.partner)
+        return {
+            "net_a": self.net_a,
+            "net_b": self.net_b,
+            "units_a": n_a,
+            "units_b": len(self.semi_reverse.partner),
+            "semi_mean": self.semi.mean,
+            "semi_reverse_mean": self.semi_reverse.mean,
+            "bipartite_mean": self.bipartite.mean,
+            "within_a_mean": float(self.within_a.mean()),
+            "within_b_mean": float(self.within_b.mean()),
+            "agreement": self.agreement,
+            "semi_above": {k: v / n_a for k, v in self.semi.count_above(self.thresholds).items()},
+            "bipartite_above": {
+                k: v / n_a for k, v in self.bipartite.count_above(self.thresholds).items()
+            },
+            "unique_threshold": self.unique_threshold,
+            "unique_a": len(self.unique_a),
+            "unique_b": len(self.unique_b),
+            "dead_a": len(self.dead_a),
+            "dead_b": len(self.dead_b),
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "semi_partner": self.semi.partner,
+            "semi_score": self.semi.score,
+            "semi_sorted": self.semi.sorted_scores,
+            "bipartite_partner": self.bipartite.partner,
+            "bipartite_score": self.bipartite.score,
+            "bipartite_sorted": self.bipartite.sorted_scores,
+            "bipartite_permutation": self.bipartite.permutation,
+            "within_a": self.within_a,
+            "within_b": self.within_b,
+            "within_a_sorted": np.sort(self.within_a)[::-1],
+            "unique_a": self.unique_a,
+            "unique_b": self.unique_b,
+        }
+
+
+def compare_pair(
+    corr: Any,
+    range_a: tuple[int, int],
+    range_b: tuple[int, int],
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    thresholds: Sequence[float] = (0.5, 0.9),
+    unique_threshold: float = 0.5,
+    absolute: bool = False,
+    dead: Sequence[int] = (),
+) -> PairMatching:
+    """Semi and bipartite matching of two nets' units from a joint correlation matrix.
+
+    Parameters
+    ----------
+    corr : array-like, shape (D, D), or an object with ``corr()`` (e.g. ``Moments``)
+        Joint correlation of the units of both nets (and maybe others).
+    range_a, range_b : (start, stop)
+        Where each net's units sit in ``corr``.
+    thresholds : sequence of float
+        Report the fraction of A units matched at least this well.
+    unique_threshold : float
+        A unit is *unique* when its best |correlation| with any unit of the other net is below
+        this (default 0.5: less than a quarter of its variance is shared with any single unit).
+    dead : sequence of int
+        Joint indices of dead units (reported; their correlations are 0).
+    """
+    if hasattr(corr, "corr") and callable(corr.corr):
+        dead = list(dead) or list(corr.dead_units())
+        corr = corr.corr()
+    full = _as_matrix(corr)
+    a, b = slice(*range_a), slice(*range_b)
+    between = full[a, b]
+    semi = semi_matching(between, absolute=absolute)
+    semi_reverse = semi_matching(between.T, absolute=absolute)
+    bip = bipartite_matching(between, absolute=absolute)
+    best_a = np.abs(between).max(axis=1)
+    best_b = np.abs(between).max(axis=0)
+    dead = np.asarray(dead, dtype=np.int64)
+    return PairMatching(
+        names[0], names[1], semi, semi_reverse, bip,
+        within_net_baseline(full[a, a], absolute=absolute),
+        within_net_baseline(full[b, b], absolute=absolute),
+        tuple(float(t) for t in thresholds), float(unique_threshold),
+        np.flatnonzero(best_a < unique_threshold), np.flatnonzero(best_b < unique_threshold),
+        dead[(dead >= range_a[0]) & (dead < range_a[1])] - range_a[0],
+        dead[(dead >= range_b[0]) & (dead < range_b[1])] - range_b[0],
+    )
+
+
+def summarize_pairs(pairs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over pairs of every numeric entry of ``to_dict()`` records
+    (nested dicts flattened with '/')."""
+    if not pairs:
+        raise ConvergentError("No pairs to summarise: comparing nets needs at least two nets.")
+
+    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                out.update(flat(v, f"{prefix}{k}/"))
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{prefix}{k}"] = float(v)
+        return out
+
+    flats = [flat(p) for p in pairs]
+    keys = [k for k in flats[0] if all(k in f for f in flats)]
+    return {
+        k: {"mean": float(np.mean([f[k] for f in flats])), "std": float(np.std([f[k] for f in flats])),
+            "pairs": len(flats)}
+        for k in keys
+    }
