@@ -116,6 +116,29 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from convergent._pipeline import analyze_run, terminal_summary
+    from convergent.analysis import AnalysisSettings
+
+    _threads(args)
+    settings = AnalysisSettings(
+        absolute=args.absolute,
+        clusters=tuple(int(v) for v in args.clusters.split(",") if v),
+        thresholds=tuple(float(v) for v in args.thresholds.split(",") if v),
+        unique_threshold=args.unique_threshold,
+        n_penalties=args.n_penalties,
+        affinity=args.affinity,
+        seed=args.seed,
+    )
+    layers = [v for v in (args.layers or "").split(",") if v] or None
+    results = analyze_run(args.stats, args.out, settings=settings, held_out=args.held_out,
+                          layers=layers, mi=args.mi, mi_pairs=args.mi_pairs, mi_bins=args.mi_bins,
+                          mi_inputs=args.mi_inputs)
+    print(terminal_summary(results))
+    print(f"results: {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
 
@@ -190,6 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="runs/stats", help="statistics directory (default: runs/stats)")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("analyze", help="one-to-one, one-to-many, many-to-many analyses of statistics")
+    p.add_argument("stats", help="statistics directory from `convergent collect`")
+    p.add_argument("--out", default="runs/results", help="results directory (default: runs/results)")
+    p.add_argument("--held-out", default=None,
+                   help="statistics of the same nets on other data (sparse errors evaluated there)")
+    p.add_argument("--layers", default=None, help="comma-separated layers (default: all collected)")
+    p.add_argument("--absolute", action="store_true", help="match on |correlation|")
+    p.add_argument("--thresholds", default="0.5,0.9", help="report units matched at least this well")
+    p.add_argument("--unique-threshold", type=float, default=0.5,
+                   help="a unit is unique when its best |corr| with the other net is below this")
+    p.add_argument("--n-penalties", type=int, default=20, help="sparse-prediction path length")
+    p.add_argument("--clusters", default="2,4,8,16", help="spectral cluster counts")
+    p.add_argument("--affinity", default="absolute", choices=["absolute", "shift"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mi", action="store_true",
+                   help="also mutual-information matching (a second pass over the data)")
+    p.add_argument("--mi-pairs", default="first", choices=["first", "all"])
+    p.add_argument("--mi-bins", type=int, default=10)
+    p.add_argument("--mi-inputs", type=int, default=500)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_analyze)
 
     return parser
 

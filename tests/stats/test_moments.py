@@ -74,6 +74,11 @@ def test_catastrophic_cancellation_mean_1e6_std_1e_3():
         m.update(x[start : start + 999])
     ref_var = ((x - x.mean(axis=0)) ** 2).mean(axis=0)
     np.testing.assert_allclose(m.var(), ref_var, rtol=1e-8)
+    # float64 input in the default mode runs float64 products: same accuracy, nothing "dead"
+    fast = Moments(3).update(x)
+    assert fast.product_precision == "float64" and len(fast.dead_units()) == 0
+    np.testing.assert_allclose(fast.corr(), np.corrcoef(x.T), atol=1e-8)
+    assert np.array_equal(fast.corr(), fast.corr().T)
     # the naive one-pass formula E[x^2] - E[x]^2 is hopeless here (shown, so the test can fail)
     naive = (x**2).mean(axis=0) - x.mean(axis=0) ** 2
     assert np.abs(naive - ref_var).max() / ref_var.max() > 1e-3
@@ -130,7 +135,7 @@ def test_subset_copy_repr_and_empty_batch():
     m.metadata["layer"] = "conv1"
     sub = m.subset([3, 0])
     _close(sub, x[:, [3, 0]])
-    assert sub.metadata == {"layer": "conv1"}
+    assert sub.metadata == {}  # the parent's unit ranges would not describe the subset
     assert m.subset(slice(1, 3)).dim == 2
     assert m.copy() == m and m.copy() is not m
     assert "dim=5" in repr(m) and "count=100" in repr(m)
@@ -148,6 +153,10 @@ def test_save_load_round_trip(tmp_path):
     m.save(tmp_path / "m.safetensors")
     back = Moments.load(tmp_path / "m.safetensors")
     assert back == m and back.metadata == m.metadata and back.exact
+    assert back.product_precision == "float64"
+    f32 = Moments(4).update(_data(n=50, d=4, seed=7).astype(np.float32))
+    f32.save(tmp_path / "f.safetensors")
+    assert Moments.load(tmp_path / "f.safetensors").product_precision == "float32"
     empty = Moments(3)
     empty.save(tmp_path / "e.safetensors")
     assert Moments.load(tmp_path / "e.safetensors").count == 0

@@ -3,6 +3,7 @@
 
 from convergent.record._collect import collect, iter_batches
 from convergent.record._hooks import capture, resolve_layers
+from convergent.record._mi_pass import collect_mutual_information
 from convergent.record._run import collect_run, stats_summary
 from convergent.record._samples import SPATIAL_MODES, to_samples
 from convergent.record._statistics import LayerStatistics, Statistics
@@ -15,6 +16,7 @@ __all__ = [
     "TopK",
     "capture",
     "collect",
+    "collect_mutual_information",
     "collect_run",
     "iter_batches",
     "resolve_layers",

@@ -24,9 +24,10 @@ from convergent._errors import ConvergentError, CorruptFileError
 from convergent._io import load_arrays, save_arrays
 
 _KIND = "convergent.Moments"
-#: A unit is dead when its standard deviation is at most this fraction of its |mean| (or exactly 0).
-#: float32 products resolve about 1e-7 of a value, so a smaller spread is rounding, not signal.
-DEAD_RTOL = {False: 1e-6, True: 1e-12}
+#: A unit is dead when its standard deviation is at most this fraction of its |mean| (or exactly 0),
+#: by the lowest precision any batch product ran in: float32 resolves about 6e-8 of a value, so a
+#: smaller spread is rounding of a constant, not signal; float64 products resolve about 1e-16.
+DEAD_RTOL = {"float32": 1e-6, "float64": 1e-12}
 
 
 class Moments:
@@ -65,6 +66,7 @@ class Moments:
         self._mean: np.ndarray | None = None
         self._comoment: np.ndarray | None = None
         self._work: np.ndarray | None = None  # reused buffer for the centred batch (CPU)
+        self.product_precision = "float64"  # lowest precision a batch product has run in
 
     # ------------------------------------------------------------------------------------------
     # state
@@ -147,6 +149,7 @@ class Moments:
             if self._work is None or self._work.shape[0] < n or self._work.dtype != x.dtype:
                 self._work = np.empty((n, self.dim), dtype=x.dtype)
             centre, resid, prod = _centred_product_numpy(x, self._work[:n])
+            precision = "float64" if x.dtype == np.float64 else "float32"
         else:
             # GPU: the batch product runs on the device; the float64 state stays in host memory
             if not torch.is_floating_point(x) or self.exact or x.dtype == torch.float64:
@@ -154,6 +157,7 @@ class Moments:
             elif x.dtype != torch.float32:
                 x = x.to(torch.float32)
             centre, resid, prod = (t.cpu().numpy() for t in _centred_product_torch(x))
+            precision = "float64" if x.dtype == torch.float64 else "float32"
         if not np.isfinite(resid).all():
             # NaN or inf anywhere in a column makes its sum non-finite: find and report them
             bad = np.flatnonzero(~np.isfinite(np.asarray(
@@ -175,6 +179,8 @@ class Moments:
         batch_mean = centre.astype(np.float64) + resid / n
         self._ensure()
         self._combine(n, batch_mean, prod)
+        if precision == "float32":
+            self.product_precision = "float32"
         return self
 
     def _reject(self, bad: list[int]) -> None:
@@ -208,6 +214,8 @@ class Moments:
             return self
         self._ensure()
         self._combine(other._count, other._mean, other._comoment)
+        if other.product_precision == "float32":
+            self.product_precision = "float32"
         return self
 
     # ------------------------------------------------------------------------------------------
@@ -230,14 +238,14 @@ class Moments:
         """Indices of zero-variance (dead or constant) units.
 
         A unit is dead when its variance is exactly 0 or its standard deviation is at most
-        ``DEAD_RTOL[exact]`` times its |mean| (1e-6 for float32 products, 1e-12 in exact mode): a
-        smaller spread is the rounding of a constant, not signal.
+        ``DEAD_RTOL[product_precision]`` times its |mean| (1e-6 if any batch product ran in float32,
+        else 1e-12): a smaller spread is the rounding of a constant, not signal.
         """
         self._require(1)
         var = np.clip(np.diag(self._comoment) / self._count, 0.0, None)
         std = np.sqrt(var)
         scale = np.abs(self._mean)
-        dead = (var == 0) | (std <= DEAD_RTOL[self.exact] * scale)
+        dead = (var == 0) | (std <= DEAD_RTOL[self.product_precision] * scale)
         return np.flatnonzero(dead).astype(np.int64)
 
     def corr(self) -> np.ndarray:
@@ -251,7 +259,7 @@ class Moments:
         alive[self.dead_units()] = False
         inv = np.zeros(self.dim)
         inv[alive] = 1.0 / std[alive]
-        corr = cov * inv[:, None] * inv[None, :]
+        corr = cov * np.outer(inv, inv)
         np.clip(corr, -1.0, 1.0, out=corr)
         np.fill_diagonal(corr, 1.0)
         return corr
@@ -268,12 +276,14 @@ class Moments:
         out._count = self._count
         out._mean = self._mean[idx].copy()
         out._comoment = self._comoment[np.ix_(idx, idx)].copy()
-        out.metadata = dict(self.metadata)
+        out.product_precision = self.product_precision
+        # the parent's metadata (unit ranges, layer) does not describe a subset: start empty
         return out
 
     def copy(self) -> Moments:
         out = Moments(self.dim, exact=self.exact)
         out.metadata = dict(self.metadata)
+        out.product_precision = self.product_precision
         out._count, out._batches = self._count, self._batches
         if self._mean is not None:
             out._mean = self._mean.copy()
@@ -307,7 +317,7 @@ class Moments:
             path,
             {"count": np.array([self._count], dtype=np.int64), "mean": mean, "comoment": comoment},
             {"kind": _KIND, "format_version": 1, "dim": self.dim, "exact": self.exact,
-             "metadata": self.metadata},
+             "product_precision": self.product_precision, "metadata": self.metadata},
         )
 
     @classmethod
@@ -332,6 +342,10 @@ class Moments:
             raise CorruptFileError(f"{path} holds non-finite moments.")
         out = cls(dim, exact=bool(meta.get("exact", False)))
         out.metadata = dict(meta.get("metadata", {}))
+        precision = meta.get("product_precision", "float32")
+        if precision not in DEAD_RTOL:
+            raise CorruptFileError(f"{path} has an unknown product_precision {precision!r}.")
+        out.product_precision = precision
         out._count = int(count[0])
         if out._count > 0:
             out._mean = mean.copy()

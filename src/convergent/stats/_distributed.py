@@ -62,6 +62,7 @@ def all_merge(moments: Moments, group: object = None) -> Moments:
     dist.all_gather(comoments, comoment, group=group)
     out = Moments(dim, exact=moments.exact)
     out.metadata = dict(moments.metadata)
+    out.product_precision = moments.product_precision
     for c, m, cm in zip(counts, means, comoments):
         n = int(c.item())
         if n:

@@ -1,0 +1,128 @@
+"""Semi and bipartite matching: planted permutations, brute force, rectangular, absolute, baselines."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+import convergent
+from convergent import ConvergentError
+from convergent.analysis import (
+    bipartite_matching,
+    compare_pair,
+    semi_matching,
+    summarize_pairs,
+    within_net_baseline,
+)
+from tests.helpers.planted import joint_moments, permuted_pair
+
+
+def test_planted_permutation_is_recovered_exactly():
+    a, b, perm = permuted_pair(noise=0.5)
+    m = joint_moments(a, b)
+    corr = m.corr()[:12, 12:]
+    bip = bipartite_matching(corr)
+    # A unit perm[i] matches B unit i
+    expected = np.empty(12, dtype=int)
+    expected[perm] = np.arange(12)
+    np.testing.assert_array_equal(bip.partner, expected)
+    assert bip.matched.all() and bip.mean > 0.8
+    # identifiable (each unit's best partner is its planted one): semi-matching recovers it too
+    semi = semi_matching(corr)
+    np.testing.assert_array_equal(semi.partner, expected)
+    # B reordered by the permutation is aligned with A: the diagonal holds the matches
+    aligned = corr[:, bip.permutation]
+    np.testing.assert_allclose(np.diag(aligned), bip.score)
+
+
+def test_public_entry_points_take_plain_arrays():
+    corr = np.array([[0.9, 0.1], [0.8, 0.2]])
+    semi = convergent.semi_matching(corr)
+    bip = convergent.bipartite_matching(corr)
+    assert semi.partner.tolist() == [0, 0] and semi.score.tolist() == [0.9, 0.8]
+    assert bip.partner.tolist() == [0, 1] and bip.score.tolist() == [0.9, 0.2]
+    # the paper's distinction: semi-matching may reuse a unit, bipartite may not
+    assert bip.mean < semi.mean
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bipartite_equals_brute_force_on_small_matrices(seed):
+    rng = np.random.default_rng(seed)
+    d = 2 + seed % 5
+    corr = rng.uniform(-1, 1, size=(d, d))
+    best = max(itertools.permutations(range(d)), key=lambda p: sum(corr[i, p[i]] for i in range(d)))
+    result = bipartite_matching(corr)
+    assert result.score.sum() == pytest.approx(sum(corr[i, best[i]] for i in range(d)))
+
+
+def test_bipartite_agrees_with_scipy_on_large_matrices():
+    rng = np.random.default_rng(1)
+    corr = rng.uniform(-1, 1, size=(300, 300))
+    rows, cols = linear_sum_assignment(-corr)
+    assert bipartite_matching(corr).score.sum() == pytest.approx(corr[rows, cols].sum())
+
+
+def test_rectangular_and_absolute():
+    rng = np.random.default_rng(2)
+    wide = rng.uniform(-1, 1, size=(3, 5))
+    r = bipartite_matching(wide)
+    assert r.matched.all() and len(set(r.partner)) == 3
+    assert sorted(r.permutation.tolist()) == list(range(5))
+    tall = rng.uniform(-1, 1, size=(5, 3))
+    r = bipartite_matching(tall)
+    assert r.matched.sum() == 3 and (r.partner[~r.matched] == -1).all()
+    assert (r.score[~r.matched] == 0).all() and len(r.sorted_scores) == 3
+    # a sign-flipped planted unit: found by |corr|, not by signed corr
+    a, b, perm = permuted_pair(noise=0.2, seed=3)
+    b[:, 0] *= -1
+    corr = joint_moments(a, b).corr()[:12, 12:]
+    signed, absolute = bipartite_matching(corr), bipartite_matching(corr, absolute=True)
+    assert absolute.partner[perm[0]] == 0 and absolute.score[perm[0]] < -0.8
+    assert signed.partner[perm[0]] != 0
+    assert semi_matching(corr, absolute=True).partner[perm[0]] == 0
+
+
+def test_within_net_baseline_excludes_the_unit_itself():
+    corr = np.array([[1.0, 0.3, -0.9], [0.3, 1.0, 0.1], [-0.9, 0.1, 1.0]])
+    np.testing.assert_allclose(within_net_baseline(corr), [0.3, 0.3, 0.1])
+    np.testing.assert_allclose(within_net_baseline(corr, absolute=True), [-0.9, 0.3, -0.9])
+    with pytest.raises(ConvergentError, match="at least 2 units"):
+        within_net_baseline(np.ones((1, 1)))
+    with pytest.raises(ValueError, match="must be square"):
+        within_net_baseline(np.ones((2, 3)))
+
+
+def test_compare_pair_reports_everything_and_dead_units_are_not_nan():
+    a, b, perm = permuted_pair(noise=0.5, seed=4)
+    b[:, 3] = 0.0  # a dead unit in B
+    m = joint_moments(a, b)
+    pm = compare_pair(m, (0, 12), (12, 24), names=("x", "y"), thresholds=(0.5, 0.9))
+    d = pm.to_dict()
+    assert d["net_a"] == "x" and d["units_a"] == 12 and d["dead_b"] == 1 and d["dead_a"] == 0
+    assert 0 < d["bipartite_mean"] <= d["semi_mean"] <= 1
+    assert d["agreement"] == pytest.approx(11 / 12)
+    # the dead B unit correlates with nothing: it is unique (matches no A unit), with score 0
+    assert pm.unique_b.tolist() == [3]
+    assert pm.bipartite.score[pm.bipartite.partner == 3].tolist() == [0.0]
+    assert d["bipartite_above"]["0.5"] == pytest.approx(11 / 12)
+    arrays = pm.arrays()
+    assert all(np.isfinite(v).all() for v in arrays.values())
+    assert (np.diff(arrays["bipartite_sorted"]) <= 0).all()
+    import json
+
+    json.dumps(d, allow_nan=False)
+
+
+def test_summary_over_pairs_and_errors():
+    recs = [{"x": 1.0, "nested": {"y": 2.0}, "name": "a"}, {"x": 3.0, "nested": {"y": 2.0}, "name": "b"}]
+    s = summarize_pairs(recs)
+    assert s["x"] == {"mean": 2.0, "std": 1.0, "pairs": 2} and s["nested/y"]["std"] == 0.0
+    with pytest.raises(ConvergentError, match="needs at least two nets"):
+        summarize_pairs([])
+    with pytest.raises(ValueError, match="non-empty 2-D"):
+        semi_matching(np.ones(3))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        bipartite_matching(np.array([[np.nan]]))
