@@ -1,7 +1,12 @@
-"""Datasets by name -> normalised train/test tensors and loaders (digits, IDX, CIFAR-10 binary, npy)."""
+"""Datasets by name -> normalised train/test tensors and loaders.
+
+``digits`` (embedded), ``fashion-mnist`` / ``mnist`` (IDX files), ``cifar10`` (binary version) and
+``npy`` (your own arrays), all through :func:`load_dataset`.
+"""
 
 from convergent.data._dataset import Dataset
 from convergent.data._idx import read_idx
 from convergent.data._registry import available_datasets, load_dataset
+from convergent.data._split import stratified_split
 
-__all__ = ["Dataset", "available_datasets", "load_dataset", "read_idx"]
+__all__ = ["Dataset", "available_datasets", "load_dataset", "read_idx", "stratified_split"]

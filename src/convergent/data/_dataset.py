@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,10 +18,11 @@ NORMALISATION = (
 
 
 class RawSplits(NamedTuple):
-    """What a format reader hands to :func:`build_dataset`: unnormalised train and test arrays.
+    """What a format reader hands to :func:`build_dataset`: the train and test arrays as stored.
 
-    Images are float32 of shape (N, C, H, W), already scaled to [0, 1] (or as the user gave them);
-    labels are int64 of shape (N,).
+    Images have shape (N, C, H, W) in any real dtype (uint8 bytes, digit counts, user floats) and
+    ``pixel = value / scale``; labels are int64 of shape (N,). Statistics are taken on the stored
+    values in float64, so uint8 data gives exact means.
     """
 
     train_images: np.ndarray
@@ -29,6 +31,7 @@ class RawSplits(NamedTuple):
     test_labels: np.ndarray
     source: str
     num_classes: int
+    scale: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,8 +82,9 @@ class Dataset:
                 )
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise ValueError(
-                    f"Dataset {which}_labels must be an int64 tensor of shape ({len(images)},), one "
-                    f"label per image. Got dtype {labels.dtype}, shape {tuple(labels.shape)} instead."
+                    f"Dataset {which}_labels must be an int64 tensor of shape ({len(images)},), "
+                    f"one label per image. Got dtype {labels.dtype}, shape {tuple(labels.shape)} "
+                    "instead."
                 )
         if self.test_images.shape[1:] != self.train_images.shape[1:]:
             raise ValueError(
@@ -132,14 +136,14 @@ class Dataset:
             Batches of images, shape (B, C, H, W) float32, and labels, shape (B,) int64.
         """
         images, labels = self.split(which)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
             raise ValueError(f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r}.")
         generator = None
         if shuffle and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
         return DataLoader(
             TensorDataset(images, labels),
-            batch_size=batch_size,
+            batch_size=int(batch_size),
             shuffle=shuffle,
             generator=generator,
         )
@@ -190,29 +194,38 @@ def channel_stats(images: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np
     return mean, np.sqrt(comoment / count)
 
 
-def build_dataset(name: str, raw: RawSplits, *, subset: int | None = None) -> Dataset:
-    """Cut the train split to ``subset``, normalise both splits with the train statistics (in
-    place, float32) and wrap them as a :class:`Dataset`."""
+def _normalised(
+    images: np.ndarray, shift: np.ndarray, divisor: np.ndarray, chunk: int
+) -> np.ndarray:
+    """``(images - shift[c]) / divisor[c]``, computed in float64 by chunks, stored as float32."""
+    out = np.empty(images.shape, dtype=np.float32)
+    shift, divisor = shift[:, None, None], divisor[:, None, None]
+    for start in range(0, len(images), chunk):
+        out[start : start + chunk] = (images[start : start + chunk] - shift) / divisor
+    return out
+
+
+def build_dataset(
+    name: str, raw: RawSplits, *, subset: int | None = None, chunk: int = 1024
+) -> Dataset:
+    """Cut the train split to ``subset``, normalise both splits with the train statistics and wrap
+    them as a :class:`Dataset` (float32 images, int64 labels)."""
     train_x, train_y = raw.train_images, raw.train_labels
-    if subset is not None and subset < len(train_y):
-        train_x, train_y = train_x[:subset].copy(), train_y[:subset].copy()
+    if subset is not None:
+        train_x, train_y = train_x[:subset], train_y[:subset]
     if len(train_y) == 0:
         raise ValueError(f"The train split of {name!r} (from {raw.source}) is empty.")
-    mean, std = channel_stats(train_x)
-    std = np.where(std > 0, std, 1.0)
-    test_x = raw.test_images
-    for images in (train_x, test_x):
-        images -= mean.astype(np.float32)[:, None, None]
-        images /= std.astype(np.float32)[:, None, None]
+    shift, spread = channel_stats(train_x, chunk)  # in stored units
+    spread = np.where(spread > 0, spread, float(raw.scale))  # constant channel: std 1 in [0, 1]
     return Dataset(
         name=name,
-        train_images=torch.from_numpy(train_x),
-        train_labels=torch.from_numpy(train_y),
-        test_images=torch.from_numpy(test_x),
-        test_labels=torch.from_numpy(raw.test_labels),
+        train_images=torch.from_numpy(_normalised(train_x, shift, spread, chunk)),
+        train_labels=torch.from_numpy(np.ascontiguousarray(train_y, dtype=np.int64)),
+        test_images=torch.from_numpy(_normalised(raw.test_images, shift, spread, chunk)),
+        test_labels=torch.from_numpy(np.ascontiguousarray(raw.test_labels, dtype=np.int64)),
         num_classes=int(raw.num_classes),
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        mean=tuple(float(v) for v in shift / raw.scale),
+        std=tuple(float(v) for v in spread / raw.scale),
         source=raw.source,
         subset=subset,
     )

@@ -12,7 +12,7 @@ MAX_VALUE = 16.0  # the digits are 8x8 counts of set pixels in 4x4 blocks: 0 .. 
 
 
 def load_digits_splits() -> RawSplits:
-    """The 1797 8x8 digits as (N, 1, 8, 8) floats in [0, 1], split 3:1 (stratified, seed 0).
+    """The 1797 8x8 digits, (N, 1, 8, 8) values 0..16 (scale 16), split 3:1 (stratified, seed 0).
 
     Returns
     -------
@@ -22,7 +22,9 @@ def load_digits_splits() -> RawSplits:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = (bunch.images[:, None] / MAX_VALUE).astype(np.float32)
+    images = bunch.images[:, None]
     labels = bunch.target.astype(np.int64)
     train, test = stratified_split(labels)
-    return RawSplits(images[train], labels[train], images[test], labels[test], SOURCE, 10)
+    return RawSplits(
+        images[train], labels[train], images[test], labels[test], SOURCE, 10, scale=MAX_VALUE
+    )

@@ -13,9 +13,9 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a stratified train/test split, the same for the same labels and seed.
 
-    The test split gets ``round(N * test_fraction)`` examples, shared out over the classes in
-    proportion to their sizes (largest remainder first, ties to the smaller label); which examples
-    of a class go to test is drawn with ``numpy.random.default_rng(seed)``.
+    The test split gets ``ceil(N * test_fraction)`` examples (as in scikit-learn), shared out over
+    the classes in proportion to their sizes (largest remainder first, ties to the smaller label);
+    which examples of a class go to test is drawn with ``numpy.random.default_rng(seed)``.
 
     Parameters
     ----------
@@ -35,7 +35,7 @@ def stratified_split(
     if not 0 < test_fraction < 1:
         raise ValueError(f"The 'test_fraction' parameter must be in (0, 1). Got {test_fraction}.")
     n = len(labels)
-    n_test = int(np.floor(n * test_fraction + 0.5))
+    n_test = int(np.ceil(n * test_fraction))
     if n_test == 0 or n_test == n:
         raise ValueError(
             f"Cannot hold out a test fraction of {test_fraction} from {n} examples: one split "
