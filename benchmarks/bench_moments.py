@@ -113,10 +113,14 @@ def main() -> None:
     sizes = [200_000] if args.quick else [200_000, 1_000_000, 2_000_000]
     sizes = [s for s in sizes if s <= args.max_n] or [args.max_n]
     dims = [int(d) for d in args.dims.split(",")]
-    print(f"batch {BATCH} samples, {THREADS} threads, best of {args.repeats} runs, memory cap for "
-          f"store+corrcoef {MEMORY_CAP_GIB} GiB; N rounded down to whole batches")
-    header = (f"{'D':>5} {'N':>9} {'method':<15} {'seconds':>9} {'x floor':>8} {'x ours':>8} "
-              f"{'peak MiB':>9}")
+    print(
+        f"batch {BATCH} samples, {THREADS} threads, best of {args.repeats} runs, memory cap for "
+        f"store+corrcoef {MEMORY_CAP_GIB} GiB; N rounded down to whole batches"
+    )
+    header = (
+        f"{'D':>5} {'N':>9} {'method':<15} {'seconds':>9} {'x floor':>8} {'x ours':>8} "
+        f"{'peak MiB':>9}"
+    )
     print(header)
     print("-" * len(header))
     for dim in dims:
@@ -126,15 +130,20 @@ def main() -> None:
             for method in ("floor", "floor-torch", "ours", "ours-exact", "store+corrcoef"):
                 need_gib = n * dim * (4 + 8 + 8) / 2**30
                 if method == "store+corrcoef" and need_gib > MEMORY_CAP_GIB:
-                    print(f"{dim:>5} {n:>9} {method:<15} {'skipped':>9}   needs ~{need_gib:.1f} GiB "
-                          f"(> {MEMORY_CAP_GIB} GiB cap)")
+                    print(
+                        f"{dim:>5} {n:>9} {method:<15} {'skipped':>9}   needs ~{need_gib:.1f} GiB "
+                        f"(> {MEMORY_CAP_GIB} GiB cap)"
+                    )
                     continue
                 seconds, peak = measure(method, dim, n, args.repeats)
                 results[method] = seconds
                 floor = results.get("floor", float("nan"))
                 ours = results.get("ours", float("nan"))
-                print(f"{dim:>5} {n:>9} {method:<15} {seconds:>9.2f} {seconds / floor:>8.2f} "
-                      f"{seconds / ours:>8.2f} {peak:>9.1f}", flush=True)
+                print(
+                    f"{dim:>5} {n:>9} {method:<15} {seconds:>9.2f} {seconds / floor:>8.2f} "
+                    f"{seconds / ours:>8.2f} {peak:>9.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,22 @@ def test_manifest_records_everything_about_each_net(tmp_path, digits):
     assert manifest["settings"]["arch"] == "convnet"
     assert manifest["dataset"]["name"] == "digits"
     net = manifest["nets"][0]
-    for key in ("name", "arch", "kwargs", "seeds", "dataset", "epochs", "optimizer", "train_accuracy",
-                "train_loss", "test_accuracy", "test_loss", "checkpoint", "sha256", "history"):
+    for key in (
+        "name",
+        "arch",
+        "kwargs",
+        "seeds",
+        "dataset",
+        "epochs",
+        "optimizer",
+        "train_accuracy",
+        "train_loss",
+        "test_accuracy",
+        "test_loss",
+        "checkpoint",
+        "sha256",
+        "history",
+    ):
         assert key in net, key
     assert net["kwargs"] == {"width": 0.25}
     assert net["seeds"] == {"init": 0, "order": 0}
@@ -102,8 +116,12 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, digits):
     assert (out / "seed1.partial.safetensors").is_file()
 
     epochs_run = []
-    resumed = _train(out, digits, config=_config(epochs=3),
-                     callback=lambda name, epoch, m: epochs_run.append((name, epoch)))
+    resumed = _train(
+        out,
+        digits,
+        config=_config(epochs=3),
+        callback=lambda name, epoch, m: epochs_run.append((name, epoch)),
+    )
     assert epochs_run == [("seed1", 3)]  # seed0 skipped, seed1 continued from its last epoch
     assert not (out / "seed1.partial.safetensors").exists()
     assert [n.sha256 for n in resumed.nets] == [n.sha256 for n in reference.nets]
@@ -248,8 +266,26 @@ def test_default_digits_convnet_trains_well(tmp_path):
 
 def test_cli_train_and_layers_in_process(tmp_path, capsys):
     out = tmp_path / "zoo"
-    rc = main(["train", "--dataset", "digits", "--subset", "200", "--epochs", "1", "--seeds", "0",
-               "1", "--arch", "mlp", "--set", "width=16", "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--subset",
+            "200",
+            "--epochs",
+            "1",
+            "--seeds",
+            "0",
+            "1",
+            "--arch",
+            "mlp",
+            "--set",
+            "width=16",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "seed0" in text and "seed1" in text and "test acc" in text
@@ -284,9 +320,28 @@ def test_console_script_end_to_end(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "convergent.cli"]
     env = {**os.environ, "CONVERGENT_NO_PROGRESS": "1"}
     result = subprocess.run(
-        [*cmd, "train", "--dataset", "digits", "--subset", "150", "--epochs", "1", "--seeds", "0",
-         "--set", "width=0.25", "--threads", "1", "--out", str(tmp_path / "zoo")],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            *cmd,
+            "train",
+            "--dataset",
+            "digits",
+            "--subset",
+            "150",
+            "--epochs",
+            "1",
+            "--seeds",
+            "0",
+            "--set",
+            "width=0.25",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "zoo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "seed0" in result.stdout

@@ -93,7 +93,9 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def save_arrays(
-    path: str | os.PathLike, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None
+    path: str | os.PathLike,
+    arrays: Mapping[str, np.ndarray],
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Atomically save NumPy arrays as safetensors, with ``metadata`` stored as JSON in the header."""
     from safetensors.numpy import save

@@ -19,8 +19,15 @@ from convergent.analysis import AnalysisSettings, analyze_layer, net_pairs, summ
 RESULTS_FORMAT = "convergent-results"
 
 
-def _mi_for_layer(stats: Any, layer: str, pairs: list[tuple[str, str]], *, bins: int,
-                  inputs: int, progress: bool | None) -> dict[str, Any]:
+def _mi_for_layer(
+    stats: Any,
+    layer: str,
+    pairs: list[tuple[str, str]],
+    *,
+    bins: int,
+    inputs: int,
+    progress: bool | None,
+) -> dict[str, Any]:
     from convergent.data import load_dataset
     from convergent.record import collect_mutual_information
     from convergent.train import load_zoo
@@ -33,12 +40,19 @@ def _mi_for_layer(stats: Any, layer: str, pairs: list[tuple[str, str]], *, bins:
         )
     zoo = load_zoo(source["zoo"])
     ds_info = stats.info["dataset"]
-    ds = load_dataset(ds_info["name"], None if ds_info["source"].startswith("sklearn") else ds_info["source"])
+    ds = load_dataset(
+        ds_info["name"], None if ds_info["source"].startswith("sklearn") else ds_info["source"]
+    )
     images, _ = ds.split(stats.info.get("split", "test"))
     images = images[:inputs]
     models = zoo.models(sorted({n for p in pairs for n in p}, key=zoo.names.index))
     return collect_mutual_information(
-        models, images, layer, pairs, bins=bins, spatial=stats.settings.get("spatial", "positions"),
+        models,
+        images,
+        layer,
+        pairs,
+        bins=bins,
+        spatial=stats.settings.get("spatial", "positions"),
         progress=progress,
     )
 
@@ -80,9 +94,19 @@ def analyze_run(
     held = Statistics.load(held_out, layers=layers) if held_out is not None else None
     if held is not None and held.nets != stats.nets:
         raise ValueError(f"The held-out statistics are of nets {held.nets}, not {stats.nets}.")
+    if held is not None:
+        missing = [name for name in stats.layers if name not in held.layers]
+        if missing:
+            raise ValueError(
+                f"The held-out statistics lack layers {missing}; collect them there too "
+                f"(`convergent collect ... --layers {','.join(stats.layers)}`)."
+            )
     config = {
         "settings": settings.to_dict(),
-        "stats": {"path": str(stats_dir.resolve()), "manifest_sha256": sha256_file(stats_dir / "manifest.json")},
+        "stats": {
+            "path": str(stats_dir.resolve()),
+            "manifest_sha256": sha256_file(stats_dir / "manifest.json"),
+        },
         "held_out": str(Path(held_out).resolve()) if held_out is not None else None,
         "layers": list(stats.layers),
         "mi": {"enabled": mi, "pairs": mi_pairs, "bins": mi_bins, "inputs": mi_inputs},
@@ -112,10 +136,16 @@ def analyze_run(
             mi_results = None
             if mi:
                 chosen = pairs[:1] if mi_pairs == "first" else pairs
-                mi_results = _mi_for_layer(stats, name, chosen, bins=mi_bins, inputs=mi_inputs,
-                                           progress=progress)
-            result = analyze_layer(layer, settings, held_out=held[name] if held else None,
-                                   mi=mi_results, on_pair=lambda *_: pbar.update(1))
+                mi_results = _mi_for_layer(
+                    stats, name, chosen, bins=mi_bins, inputs=mi_inputs, progress=progress
+                )
+            result = analyze_layer(
+                layer,
+                settings,
+                held_out=held[name] if held else None,
+                mi=mi_results,
+                on_pair=lambda *_: pbar.update(1),
+            )
             layers_out[name] = {
                 "info": {**result.info, "map_shape": list(layer.map_shape)},
                 "pairs": result.pairs,
@@ -163,10 +193,19 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 SUMMARY_COLUMNS = [
-    ("layer", "layer"), ("units", "units"), ("semi", "semi"), ("bipartite", "bipartite"),
-    ("within", "within"), ("above_0.5", ">0.5"), ("above_0.9", ">0.9"), ("sparse_1", "L1~1"),
-    ("sparse_4", "L1~4"), ("one_to_one", "1-to-1"), ("full_linear", "full"),
-    ("cluster_balance", "balance"), ("mean_act_ks", "KS"),
+    ("layer", "layer"),
+    ("units", "units"),
+    ("semi", "semi"),
+    ("bipartite", "bipartite"),
+    ("within", "within"),
+    ("above_0.5", ">0.5"),
+    ("above_0.9", ">0.9"),
+    ("sparse_1", "L1~1"),
+    ("sparse_4", "L1~4"),
+    ("one_to_one", "1-to-1"),
+    ("full_linear", "full"),
+    ("cluster_balance", "balance"),
+    ("mean_act_ks", "KS"),
 ]
 
 
@@ -181,8 +220,10 @@ def terminal_summary(results: dict[str, Any]) -> str:
             v = r.get(key)
             row[label] = round(v, 3) if isinstance(v, float) else v
         rows.append(row)
-    legend = ("semi/bipartite: mean matched correlation (over pairs); within: best correlation inside "
-              "a net; >0.5/>0.9: share of units matched that well; L1~k: sparse-prediction error "
-              "(1-R^2) with ~k predictors; 1-to-1 / full: single best unit / all units; balance: "
-              "spectral cluster balance; KS: mean-activation distribution distance")
+    legend = (
+        "semi/bipartite: mean matched correlation (over pairs); within: best correlation inside "
+        "a net; >0.5/>0.9: share of units matched that well; L1~k: sparse-prediction error "
+        "(1-R^2) with ~k predictors; 1-to-1 / full: single best unit / all units; balance: "
+        "spectral cluster balance; KS: mean-activation distribution distance"
+    )
     return format_table(rows) + "\n" + legend

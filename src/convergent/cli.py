@@ -26,7 +26,9 @@ def _model_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE (e.g. --set width=0.5). Got {pair!r} instead.")
+            raise ValueError(
+                f"--set expects KEY=VALUE (e.g. --set width=0.5). Got {pair!r} instead."
+            )
         out[key.strip()] = _parse_value(value.strip())
     return out
 
@@ -54,12 +56,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     _threads(args)
     dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset)
     config = default_config(
-        dataset.name, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, momentum=args.momentum,
+        dataset.name,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
     )
     zoo = train_zoo(
-        args.out, arch=args.arch, dataset=dataset, seeds=args.seeds, config=config,
-        model_kwargs=_model_kwargs(args.set), vary=_vary(args.vary), base_seed=args.base_seed,
+        args.out,
+        arch=args.arch,
+        dataset=dataset,
+        seeds=args.seeds,
+        config=config,
+        model_kwargs=_model_kwargs(args.set),
+        vary=_vary(args.vary),
+        base_seed=args.base_seed,
         device=args.device,
     )
     print(format_table(zoo_summary(zoo)))
@@ -85,7 +97,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
         ds = load_dataset(args.dataset, args.data_dir)
         (c, h, w), num_classes = ds.input_shape, ds.num_classes
     model = build_model(
-        args.arch, in_channels=c, input_size=(h, w), num_classes=num_classes,
+        args.arch,
+        in_channels=c,
+        input_size=(h, w),
+        num_classes=num_classes,
         **_model_kwargs(args.set),
     )
     rows = describe_layers(model)
@@ -105,10 +120,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
     _threads(args)
     layers = [v for v in (args.layers or "").split(",") if v] or None
     stats = collect_run(
-        args.out, zoo=args.zoo, arch=args.model, checkpoints=args.checkpoint or (),
-        model_kwargs=_model_kwargs(args.set), dataset=args.dataset, data_dir=args.data_dir,
-        split=args.split, layers=layers, spatial=args.spatial, batch_size=args.batch_size,
-        topk=args.topk or None, exact=args.exact, device=args.device, max_inputs=args.max_inputs,
+        args.out,
+        zoo=args.zoo,
+        arch=args.model,
+        checkpoints=args.checkpoint or (),
+        model_kwargs=_model_kwargs(args.set),
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        layers=layers,
+        spatial=args.spatial,
+        batch_size=args.batch_size,
+        topk=args.topk or None,
+        exact=args.exact,
+        device=args.device,
+        max_inputs=args.max_inputs,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_table(stats_summary(stats)))
@@ -131,9 +157,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     layers = [v for v in (args.layers or "").split(",") if v] or None
-    results = analyze_run(args.stats, args.out, settings=settings, held_out=args.held_out,
-                          layers=layers, mi=args.mi, mi_pairs=args.mi_pairs, mi_bins=args.mi_bins,
-                          mi_inputs=args.mi_inputs)
+    results = analyze_run(
+        args.stats,
+        args.out,
+        settings=settings,
+        held_out=args.held_out,
+        layers=layers,
+        mi=args.mi,
+        mi_pairs=args.mi_pairs,
+        mi_bins=args.mi_bins,
+        mi_inputs=args.mi_inputs,
+    )
     print(terminal_summary(results))
     print(f"results: {args.out}")
     return 0
@@ -144,10 +178,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits",
-                   help="digits (embedded default), fashion-mnist, mnist, cifar10 or npy")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with the dataset's files (IDX, CIFAR-10 binary, images.npy)")
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (embedded default), fashion-mnist, mnist, cifar10 or npy",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the dataset's files (IDX, CIFAR-10 binary, images.npy)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,13 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train several nets that differ only in their seed")
     _add_data_args(p)
-    p.add_argument("--arch", default="convnet",
-                   help="convnet, mlp, resnet, or your own as package.module:factory")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="architecture argument, e.g. --set width=0.5 (repeatable)")
+    p.add_argument(
+        "--arch",
+        default="convnet",
+        help="convnet, mlp, resnet, or your own as package.module:factory",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="architecture argument, e.g. --set width=0.5 (repeatable)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one net per seed")
-    p.add_argument("--vary", default="init",
-                   help="what the seed changes: init, order, or init,order (default: init)")
+    p.add_argument(
+        "--vary",
+        default="init",
+        help="what the seed changes: init, order, or init,order (default: init)",
+    )
     p.add_argument("--base-seed", type=int, default=0, help="seed of whatever is not varied")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -193,18 +243,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="one pass over a dataset split: joint activation statistics")
     p.add_argument("zoo", nargs="?", default=None, help="zoo directory from `convergent train`")
-    p.add_argument("--model", default=None, metavar="ARCH",
-                   help="instead of a zoo: an architecture (or package.module:factory) ...")
-    p.add_argument("--checkpoint", action="append", metavar="FILE",
-                   help="... and one weights file per net (safetensors, or a .pt state dict)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="ARCH",
+        help="instead of a zoo: an architecture (or package.module:factory) ...",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="... and one weights file per net (safetensors, or a .pt state dict)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture argument")
     p.add_argument("--dataset", default=None, help="default: the zoo's dataset")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--layers", default=None,
-                   help="comma-separated dotted layer names (default: the analysed layers)")
-    p.add_argument("--spatial", default="positions", choices=["positions", "mean"],
-                   help="positions: every spatial position is a sample (the paper); mean: one per input")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated dotted layer names (default: the analysed layers)",
+    )
+    p.add_argument(
+        "--spatial",
+        default="positions",
+        choices=["positions", "mean"],
+        help="positions: every spatial position is a sample (the paper); mean: one per input",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--topk", type=int, default=9, help="top inputs kept per unit (0: none)")
     p.add_argument("--exact", action="store_true", help="float64 per-batch products")
@@ -214,22 +279,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/stats", help="statistics directory (default: runs/stats)")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("analyze", help="one-to-one, one-to-many, many-to-many analyses of statistics")
+    p = sub.add_parser(
+        "analyze", help="one-to-one, one-to-many, many-to-many analyses of statistics"
+    )
     p.add_argument("stats", help="statistics directory from `convergent collect`")
-    p.add_argument("--out", default="runs/results", help="results directory (default: runs/results)")
-    p.add_argument("--held-out", default=None,
-                   help="statistics of the same nets on other data (sparse errors evaluated there)")
+    p.add_argument(
+        "--out", default="runs/results", help="results directory (default: runs/results)"
+    )
+    p.add_argument(
+        "--held-out",
+        default=None,
+        help="statistics of the same nets on other data (sparse errors evaluated there)",
+    )
     p.add_argument("--layers", default=None, help="comma-separated layers (default: all collected)")
     p.add_argument("--absolute", action="store_true", help="match on |correlation|")
-    p.add_argument("--thresholds", default="0.5,0.9", help="report units matched at least this well")
-    p.add_argument("--unique-threshold", type=float, default=0.5,
-                   help="a unit is unique when its best |corr| with the other net is below this")
+    p.add_argument(
+        "--thresholds", default="0.5,0.9", help="report units matched at least this well"
+    )
+    p.add_argument(
+        "--unique-threshold",
+        type=float,
+        default=0.5,
+        help="a unit is unique when its best |corr| with the other net is below this",
+    )
     p.add_argument("--n-penalties", type=int, default=20, help="sparse-prediction path length")
     p.add_argument("--clusters", default="2,4,8,16", help="spectral cluster counts")
     p.add_argument("--affinity", default="absolute", choices=["absolute", "shift"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mi", action="store_true",
-                   help="also mutual-information matching (a second pass over the data)")
+    p.add_argument(
+        "--mi",
+        action="store_true",
+        help="also mutual-information matching (a second pass over the data)",
+    )
     p.add_argument("--mi-pairs", default="first", choices=["first", "all"])
     p.add_argument("--mi-bins", type=int, default=10)
     p.add_argument("--mi-inputs", type=int, default=500)

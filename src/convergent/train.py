@@ -59,7 +59,9 @@ class TrainConfig:
                     f"Got {value!r} instead."
                 )
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"The 'lr' parameter of TrainConfig must be > 0. Got {self.lr!r} instead.")
+            raise ValueError(
+                f"The 'lr' parameter of TrainConfig must be > 0. Got {self.lr!r} instead."
+            )
         if not 0 <= self.momentum < 1:
             raise ValueError(
                 f"The 'momentum' parameter of TrainConfig must be in [0, 1). Got {self.momentum!r} instead."
@@ -92,7 +94,9 @@ def default_config(dataset: str, **overrides: Any) -> TrainConfig:
     changes = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(changes) - set(asdict(base))
     if unknown:
-        raise ValueError(f"Unknown training settings: {sorted(unknown)}. Known: {sorted(asdict(base))}.")
+        raise ValueError(
+            f"Unknown training settings: {sorted(unknown)}. Known: {sorted(asdict(base))}."
+        )
     return TrainConfig(**{**asdict(base), **changes})
 
 
@@ -157,7 +161,9 @@ class Zoo:
         load_weights(model, path)
         return model.eval()
 
-    def models(self, names: Iterable[str] | None = None, *, verify: bool = True) -> dict[str, nn.Module]:
+    def models(
+        self, names: Iterable[str] | None = None, *, verify: bool = True
+    ) -> dict[str, nn.Module]:
         """``{name: model}`` for the given nets (default: all, in manifest order)."""
         return {n: self.model(n, verify=verify) for n in (names or self.names)}
 
@@ -201,7 +207,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             raise CorruptFileError(
                 f"{path} is not a readable safetensors checkpoint ({type(exc).__name__}: {exc})."
             ) from exc
-        state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+        state = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in state.items()}
     if not isinstance(state, Mapping):
         raise CorruptFileError(f"{path} does not hold a state dict (got {type(state).__name__}).")
     missing, unexpected = [], []
@@ -241,7 +247,11 @@ def _epoch_order(n: int, order_seed: int, epoch: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 512,
     device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
     """(mean cross-entropy loss, accuracy) of ``model`` on a split, in eval mode."""
@@ -263,19 +273,28 @@ def evaluate(
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         # no weight decay on biases and normalisation parameters (standard practice)
         (no_decay if p.ndim <= 1 else decay).append(p)
     return torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,
     )
 
 
-def _save_partial(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
-                  history: list[dict[str, float]], seconds: float) -> None:
+def _save_partial(
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    history: list[dict[str, float]],
+    seconds: float,
+) -> None:
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -284,7 +303,9 @@ def _save_partial(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoc
     for name in names:
         state = opt.state.get(params[name], {})
         if "momentum_buffer" in state and state["momentum_buffer"] is not None:
-            tensors[f"optim.{name}.momentum_buffer"] = state["momentum_buffer"].detach().cpu().contiguous()
+            tensors[f"optim.{name}.momentum_buffer"] = (
+                state["momentum_buffer"].detach().cpu().contiguous()
+            )
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"convergent": json.dumps({"epoch": epoch, "history": history, "seconds": seconds})}
     from convergent._io import atomic_write_bytes
@@ -292,8 +313,9 @@ def _save_partial(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoc
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-def _load_partial(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-                  device: str | torch.device) -> tuple[int, list[dict[str, float]], float]:
+def _load_partial(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, device: str | torch.device
+) -> tuple[int, list[dict[str, float]], float]:
     from safetensors import safe_open
 
     try:
@@ -305,7 +327,7 @@ def _load_partial(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
             f"The partial checkpoint {path} of an interrupted run is unreadable ({exc}). Delete it "
             "to restart that net from scratch."
         ) from exc
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(state)
     params = dict(model.named_parameters())
     for key, value in tensors.items():
@@ -344,8 +366,9 @@ def train_net(
     steps = math.ceil(n / config.batch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seeds["init"]))
-        model = build_model(arch, in_channels=c, input_size=(h, w), num_classes=dataset.num_classes,
-                            **kwargs)
+        model = build_model(
+            arch, in_channels=c, input_size=(h, w), num_classes=dataset.num_classes, **kwargs
+        )
         model.to(device)
         opt = _optimizer(model, config)
         # everything random during training (dropout) draws from the global RNG, seeded here and
@@ -357,8 +380,14 @@ def train_net(
         deterministic = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
-            epochs = bar(range(start_epoch, config.epochs), progress=progress, desc=f"train {name}",
-                         unit="epoch", initial=start_epoch, total=config.epochs)
+            epochs = bar(
+                range(start_epoch, config.epochs),
+                progress=progress,
+                desc=f"train {name}",
+                unit="epoch",
+                initial=start_epoch,
+                total=config.epochs,
+            )
             for epoch in epochs:
                 t0 = time.perf_counter()
                 model.train()
@@ -371,7 +400,9 @@ def train_net(
                     for group in opt.param_groups:
                         group["lr"] = lr
                     out = model(x)
-                    loss = nn.functional.cross_entropy(out, y, label_smoothing=config.label_smoothing)
+                    loss = nn.functional.cross_entropy(
+                        out, y, label_smoothing=config.label_smoothing
+                    )
                     if not torch.isfinite(loss):
                         raise ConvergentError(
                             f"Training of net {name!r} diverged (loss {float(loss.detach())} at epoch "
@@ -392,8 +423,11 @@ def train_net(
                 }
                 history.append(metrics)
                 seconds += time.perf_counter() - t0
-                epochs.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{correct / n:.3f}",
-                                   test=f"{test_acc:.3f}")
+                epochs.set_postfix(
+                    loss=f"{metrics['train_loss']:.3f}",
+                    acc=f"{correct / n:.3f}",
+                    test=f"{test_acc:.3f}",
+                )
                 if partial_path is not None:
                     _save_partial(partial_path, model, opt, epoch + 1, history, seconds)
                 if callback is not None:
@@ -418,13 +452,22 @@ def train_net(
 # a zoo of nets
 
 
-def _settings(arch: str, model_kwargs: Mapping[str, Any], dataset: Any, config: TrainConfig,
-              vary: Sequence[str], base_seed: int) -> dict[str, Any]:
+def _settings(
+    arch: str,
+    model_kwargs: Mapping[str, Any],
+    dataset: Any,
+    config: TrainConfig,
+    vary: Sequence[str],
+    base_seed: int,
+) -> dict[str, Any]:
     return {
         "arch": arch,
         "model_kwargs": dict(model_kwargs),
         "dataset": dataset.name,
-        "dataset_size": {"train": int(len(dataset.train_labels)), "test": int(len(dataset.test_labels))},
+        "dataset_size": {
+            "train": int(len(dataset.train_labels)),
+            "test": int(len(dataset.test_labels)),
+        },
         "optimizer": {"name": "sgd", "schedule": "cosine", **asdict(config)},
         "vary": list(vary),
         "base_seed": base_seed,
@@ -512,15 +555,32 @@ def train_zoo(
         net_seeds = _seeds_for(seed, vary, base_seed)
         partial = out / f"{name}.partial.safetensors"
         model, metrics = train_net(
-            name, arch, dataset, seeds=net_seeds, config=config, model_kwargs=kwargs,
-            partial_path=partial, device=device, progress=progress, callback=callback,
+            name,
+            arch,
+            dataset,
+            seeds=net_seeds,
+            config=config,
+            model_kwargs=kwargs,
+            partial_path=partial,
+            device=device,
+            progress=progress,
+            callback=callback,
         )
         ckpt = out / f"{name}.safetensors"
-        _save_checkpoint(ckpt, model, {"name": name, "arch": arch, "kwargs": kwargs, "seeds": net_seeds})
+        _save_checkpoint(
+            ckpt, model, {"name": name, "arch": arch, "kwargs": kwargs, "seeds": net_seeds}
+        )
         record = NetRecord(
-            name=name, arch=arch, kwargs=kwargs, seeds=net_seeds, dataset=dataset.name,
-            epochs=config.epochs, optimizer=settings["optimizer"], checkpoint=ckpt.name,
-            sha256=sha256_file(ckpt), **metrics,
+            name=name,
+            arch=arch,
+            kwargs=kwargs,
+            seeds=net_seeds,
+            dataset=dataset.name,
+            epochs=config.epochs,
+            optimizer=settings["optimizer"],
+            checkpoint=ckpt.name,
+            sha256=sha256_file(ckpt),
+            **metrics,
         )
         manifest["nets"].append(asdict(record))
         write_json(manifest_path, manifest)

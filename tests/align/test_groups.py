@@ -43,7 +43,9 @@ def _randomise_norms(model: nn.Module) -> nn.Module:
 def test_every_builtin_architecture_is_permutation_invariant(arch, kwargs, shape):
     torch.manual_seed(0)
     c, h, w = shape
-    model = _randomise_norms(build_model(arch, in_channels=c, input_size=(h, w), num_classes=10, **kwargs))
+    model = _randomise_norms(
+        build_model(arch, in_channels=c, input_size=(h, w), num_classes=10, **kwargs)
+    )
     x = torch.randn(5, c, h, w)
     for seed in range(3):
         assert check_permutation_invariance(model, x, seed=seed) <= 1e-5
@@ -52,8 +54,15 @@ def test_every_builtin_architecture_is_permutation_invariant(arch, kwargs, shape
 def test_groups_of_the_convnet_follow_the_paper_layers():
     model = build_model("convnet", in_channels=1, input_size=28, num_classes=10)
     spec = find_permutation_groups(model, torch.randn(2, 1, 28, 28))
-    assert list(spec.groups) == ["conv1.conv", "conv2.conv", "conv3.conv", "conv4.conv", "conv5.conv",
-                                 "fc6.linear", "fc7.linear"]
+    assert list(spec.groups) == [
+        "conv1.conv",
+        "conv2.conv",
+        "conv3.conv",
+        "conv4.conv",
+        "conv5.conv",
+        "fc6.linear",
+        "fc7.linear",
+    ]
     conv5 = spec.groups["conv5.conv"]
     # conv5's 64 channels feed fc6 through a flattened 3x3 map: blocks of 9 inputs per channel
     assert ("fc6.linear.weight", 1, 0, 9) in conv5.axes
@@ -68,8 +77,13 @@ def test_residual_additions_merge_groups_and_batchnorm_statistics_follow():
     stem = spec.groups["stem.conv"]
     params = {a[0] for a in stem.axes}
     # the stem's channels flow through the identity shortcut of layer1.0: one group
-    assert {"stem.bn.running_mean", "stem.bn.running_var", "layer1.0.bn2.weight",
-            "layer1.0.conv2.weight", "layer2.0.shortcut.conv.weight"} <= params
+    assert {
+        "stem.bn.running_mean",
+        "stem.bn.running_var",
+        "layer1.0.bn2.weight",
+        "layer1.0.conv2.weight",
+        "layer2.0.shortcut.conv.weight",
+    } <= params
 
 
 class LayerNormMLP(nn.Module):
@@ -107,8 +121,10 @@ class MeanPool(nn.Module):
         return self.fc(self.conv(x).mean((2, 3)))
 
 
-@pytest.mark.parametrize(("model", "shape"), [(LayerNormMLP(), (4, 6)), (Concat(), (3, 2, 4, 4)),
-                                              (MeanPool(), (3, 1, 6, 6))])
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [(LayerNormMLP(), (4, 6)), (Concat(), (3, 2, 4, 4)), (MeanPool(), (3, 1, 6, 6))],
+)
 def test_layernorm_concatenation_and_pooling(model, shape):
     model = _randomise_norms(model)
     x = torch.randn(*shape)

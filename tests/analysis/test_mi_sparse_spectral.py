@@ -19,8 +19,8 @@ from convergent.analysis import (
     mutual_information,
     mutual_information_matrix,
     quantile_edges,
-    spectral_clustering,
     sparse_prediction,
+    spectral_clustering,
 )
 from convergent.analysis._mi import digitize
 from tests.helpers.planted import joint_moments, shared_subspaces, sparse_mixing
@@ -117,8 +117,7 @@ def test_planted_sparse_mixing_matches_sklearn_lasso_on_raw_data():
     a, b, weights = sparse_mixing()
     m = joint_moments(a, b)
     alphas = [0.5, 0.2, 0.05, 0.01, 0.002]
-    res = sparse_prediction(m, np.arange(15), np.arange(15, 23), alphas, tol=1e-15,
-                            max_iter=200000)
+    res = sparse_prediction(m, np.arange(15), np.arange(15, 23), alphas, tol=1e-15, max_iter=200000)
     raw = np.concatenate([a, b], axis=1)
     z = (raw - raw.mean(0)) / raw.std(0)
     worst = 0.0
@@ -148,7 +147,9 @@ def test_warm_path_equals_cold_fits_and_reference_points():
     raw = np.concatenate([a, b], axis=1)
     z = (raw - raw.mean(0)) / raw.std(0)
     full = np.linalg.lstsq(z[:, :15], z[:, 15:], rcond=None)[0]
-    np.testing.assert_allclose(path.full_error, ((z[:, 15:] - z[:, :15] @ full) ** 2).mean(0), atol=1e-10)
+    np.testing.assert_allclose(
+        path.full_error, ((z[:, 15:] - z[:, :15] @ full) ** 2).mean(0), atol=1e-10
+    )
     corr = np.corrcoef(raw.T)[:15, 15:]
     np.testing.assert_allclose(path.one_to_one_error, 1 - (corr**2).max(axis=0), atol=1e-10)
     assert (path.full_error <= path.one_to_one_error + 1e-12).all()
@@ -161,8 +162,15 @@ def test_held_out_error_equals_direct_evaluation_on_held_out_data():
     a2, b2, _ = sparse_mixing(seed=2, n=2000)  # same mixing, other samples
     a2 = a2 * 1.1 + 0.3  # and a shift, so the fit set's standardisation matters
     fit, held = joint_moments(a, b), joint_moments(a2, b2)
-    res = sparse_prediction(fit, np.arange(15), np.arange(15, 23), [0.1, 0.01], held_out=held,
-                            tol=1e-14, max_iter=100000)
+    res = sparse_prediction(
+        fit,
+        np.arange(15),
+        np.arange(15, 23),
+        [0.1, 0.01],
+        held_out=held,
+        tol=1e-14,
+        max_iter=100000,
+    )
     raw, raw2 = np.concatenate([a, b], 1), np.concatenate([a2, b2], 1)
     mu, sd = raw.mean(0), raw.std(0)
     z2 = (raw2 - mu) / sd

@@ -117,7 +117,10 @@ def test_compare_pair_reports_everything_and_dead_units_are_not_nan():
 
 
 def test_summary_over_pairs_and_errors():
-    recs = [{"x": 1.0, "nested": {"y": 2.0}, "name": "a"}, {"x": 3.0, "nested": {"y": 2.0}, "name": "b"}]
+    recs = [
+        {"x": 1.0, "nested": {"y": 2.0}, "name": "a"},
+        {"x": 3.0, "nested": {"y": 2.0}, "name": "b"},
+    ]
     s = summarize_pairs(recs)
     assert s["x"] == {"mean": 2.0, "std": 1.0, "pairs": 2} and s["nested/y"]["std"] == 0.0
     with pytest.raises(ConvergentError, match="needs at least two nets"):

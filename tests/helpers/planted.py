@@ -31,7 +31,9 @@ def sparse_mixing(n: int = 3000, d_a: int = 15, d_b: int = 8, noise: float = 0.3
     return a, b, weights
 
 
-def shared_subspaces(n: int = 6000, blocks: int = 4, size: int = 16, noise: float = 0.3, seed: int = 0):
+def shared_subspaces(
+    n: int = 6000, blocks: int = 4, size: int = 16, noise: float = 0.3, seed: int = 0
+):
     """Both nets span the same ``blocks`` subspaces of ``size`` latent factors each, in different
     bases: each net's units in block k are a random rotation of block k's factors, plus noise.
     Returns (a, b, block_labels) with labels per unit of A then B."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 
-def tiny(in_channels: int = 1, input_size=(8, 8), num_classes: int = 10, hidden: int = 8) -> nn.Module:
+def tiny(
+    in_channels: int = 1, input_size=(8, 8), num_classes: int = 10, hidden: int = 8
+) -> nn.Module:
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     return nn.Sequential(
         nn.Conv2d(in_channels, hidden, 3, padding=1),

@@ -34,7 +34,16 @@ def test_every_architecture_adapts_to_input_shape(arch, shape):
 
 def test_convnet_layer_names_read_like_the_paper():
     model = build_model("convnet", in_channels=1, input_size=28, num_classes=10)
-    assert default_layers(model) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert default_layers(model) == [
+        "conv1",
+        "conv2",
+        "conv3",
+        "conv4",
+        "conv5",
+        "fc6",
+        "fc7",
+        "fc8",
+    ]
     names = layer_names(model)
     for i in range(1, 6):
         assert f"conv{i}.conv" in names and f"conv{i}.relu" in names
@@ -75,20 +84,29 @@ def test_resnet_has_batchnorm_and_residual_blocks():
     names = layer_names(model)
     assert "layer2.0.shortcut.conv" in names and "layer1.1.bn2" in names
     assert default_layers(model) == [
-        "stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "fc"
+        "stem",
+        "layer1.0",
+        "layer1.1",
+        "layer2.0",
+        "layer2.1",
+        "layer3.0",
+        "layer3.1",
+        "fc",
     ]
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 def test_user_model_by_module_factory_name():
-    model = build_model("tests.helpers.user_models:tiny", in_channels=1, input_size=8,
-                        num_classes=10, hidden=5)
+    model = build_model(
+        "tests.helpers.user_models:tiny", in_channels=1, input_size=8, num_classes=10, hidden=5
+    )
     assert model[0].out_channels == 5
     # no declared analysis layers: every conv/linear layer
     assert default_layers(model) == ["0", "3"]
     # a factory that takes no data arguments gets none
-    model = build_model("tests.helpers.user_models:fixed_shape", in_channels=1, input_size=8,
-                        num_classes=10)
+    model = build_model(
+        "tests.helpers.user_models:fixed_shape", in_channels=1, input_size=8, num_classes=10
+    )
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 

@@ -16,8 +16,13 @@ def _nets(k=2, arch="convnet", **kw):
     out = {}
     for seed in range(k):
         torch.manual_seed(seed)
-        out[f"net{seed}"] = build_model(arch, in_channels=1, input_size=8, num_classes=10,
-                                        **({"width": 0.25} | kw if arch == "convnet" else kw))
+        out[f"net{seed}"] = build_model(
+            arch,
+            in_channels=1,
+            input_size=8,
+            num_classes=10,
+            **({"width": 0.25} | kw if arch == "convnet" else kw),
+        )
     return out
 
 
@@ -43,8 +48,10 @@ def _reference(models, x, layer, spatial="positions", batch_size=None):
     finally:
         for h in handles:
             h.remove()
-    parts = [torch.cat([to_samples(o, spatial=spatial)[0] for o in acts[n]]).double().numpy()
-             for n in models]
+    parts = [
+        torch.cat([to_samples(o, spatial=spatial)[0] for o in acts[n]]).double().numpy()
+        for n in models
+    ]
     joint = np.concatenate(parts, axis=1)
     mean = joint.mean(axis=0)
     centered = joint - mean
@@ -55,15 +62,23 @@ def _reference(models, x, layer, spatial="positions", batch_size=None):
 def test_joint_moments_equal_two_pass_reference(spatial):
     models = _nets(3)
     x = _inputs()
-    stats = collect(models, x, ["conv1", "conv3", "fc7"], batch_size=8, exact=True,
-                    spatial=spatial, progress=False)
+    stats = collect(
+        models,
+        x,
+        ["conv1", "conv3", "fc7"],
+        batch_size=8,
+        exact=True,
+        spatial=spatial,
+        progress=False,
+    )
     for layer in ["conv1", "conv3", "fc7"]:
         joint, mean, comoment = _reference(models, x, layer, spatial)
         ls = stats[layer]
         assert ls.samples == joint.shape[0]
         np.testing.assert_allclose(ls.moments.mean, mean, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(ls.moments.comoment, comoment, rtol=1e-10,
-                                   atol=1e-10 * np.abs(comoment).max())
+        np.testing.assert_allclose(
+            ls.moments.comoment, comoment, rtol=1e-10, atol=1e-10 * np.abs(comoment).max()
+        )
         widths = [ls.width(n) for n in models]
         assert len(set(widths)) == 1
         assert ls.unit_ranges == {f"net{i}": (i * widths[0], (i + 1) * widths[0]) for i in range(3)}
@@ -77,7 +92,9 @@ def test_float32_products_are_close_to_exact():
     x = _inputs()
     fast = collect(models, x, ["conv2"], batch_size=16, progress=False)
     exact = collect(models, x, ["conv2"], batch_size=16, exact=True, progress=False)
-    np.testing.assert_allclose(fast["conv2"].moments.corr(), exact["conv2"].moments.corr(), atol=1e-5)
+    np.testing.assert_allclose(
+        fast["conv2"].moments.corr(), exact["conv2"].moments.corr(), atol=1e-5
+    )
 
 
 def test_within_and_between_blocks_are_slices_of_one_matrix():
@@ -85,7 +102,9 @@ def test_within_and_between_blocks_are_slices_of_one_matrix():
     stats = collect(models, _inputs(), ["conv2"], progress=False)
     ls = stats["conv2"]
     corr = ls.moments.corr()
-    np.testing.assert_array_equal(ls.corr_block("net0", "net1"), corr[ls.units("net0"), ls.units("net1")])
+    np.testing.assert_array_equal(
+        ls.corr_block("net0", "net1"), corr[ls.units("net0"), ls.units("net1")]
+    )
     with pytest.raises(ValueError, match="has no net 'net7'"):
         ls.units("net7")
 
@@ -124,8 +143,10 @@ def test_token_sequence_layer_gives_b_times_t_samples():
 
 
 def test_nets_disagreeing_on_sample_count_get_a_clear_error():
-    models = {"small": build_model("convnet", in_channels=1, input_size=8, width=0.25),
-              "other": build_model("resnet", in_channels=1, input_size=8, width=0.25)}
+    models = {
+        "small": build_model("convnet", in_channels=1, input_size=8, width=0.25),
+        "other": build_model("resnet", in_channels=1, input_size=8, width=0.25),
+    }
     # 'pool2' does not exist in a resnet: unknown layer error names the valid ones
     with pytest.raises(ValueError, match="Model 'other' has no layer named 'conv1'"):
         collect(models, _inputs(4), ["conv1"], progress=False)
@@ -140,7 +161,9 @@ def test_nets_disagreeing_on_sample_count_get_a_clear_error():
 
     with pytest.raises(ConvergentError, match="disagree on the number of samples.*spatial='mean'"):
         collect({"a": Wrap(1), "b": Wrap(2)}, _inputs(4), ["conv"], progress=False)
-    stats = collect({"a": Wrap(1), "b": Wrap(2)}, _inputs(4), ["conv"], spatial="mean", progress=False)
+    stats = collect(
+        {"a": Wrap(1), "b": Wrap(2)}, _inputs(4), ["conv"], spatial="mean", progress=False
+    )
     assert stats["conv"].samples == 4
 
 
@@ -148,7 +171,9 @@ def test_non_finite_activations_name_layer_units_and_inputs():
     model = nn.Sequential(nn.Linear(2, 3))
     x = torch.zeros(8, 2)
     x[6, 0] = torch.inf
-    with pytest.raises(ValueError, match=r"while collecting layer '0' \(joint units: m 0-2\) at inputs 4-7"):
+    with pytest.raises(
+        ValueError, match=r"while collecting layer '0' \(joint units: m 0-2\) at inputs 4-7"
+    ):
         collect({"m": model}, x, ["0"], batch_size=4, progress=False)
 
 

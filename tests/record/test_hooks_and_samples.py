@@ -56,7 +56,9 @@ def test_hooks_are_removed_when_a_later_layer_name_is_bad():
 
 def test_unknown_layer_lists_valid_names():
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    with pytest.raises(ValueError, match=r"Model 'net' has no layer named 'fc9'.*Valid layer names.*0, 1"):
+    with pytest.raises(
+        ValueError, match=r"Model 'net' has no layer named 'fc9'.*Valid layer names.*0, 1"
+    ):
         resolve_layers(model, ["fc9"], "net")
 
 
@@ -66,8 +68,10 @@ def test_non_tensor_output_is_refused():
             return {"a": x}
 
     model = nn.Sequential(Pair())
-    with pytest.raises(ConvergentError, match="returned a dict, not a tensor"), \
-            capture({"m": model}, ["0"]):
+    with (
+        pytest.raises(ConvergentError, match="returned a dict, not a tensor"),
+        capture({"m": model}, ["0"]),
+    ):
         model(torch.ones(1, 2))
     assert _no_hooks_left(model)
 

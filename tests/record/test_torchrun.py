@@ -24,16 +24,50 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_process_collect_equals_single_process(tmp_path):
     zoo = tmp_path / "zoo"
-    train_zoo(zoo, arch="convnet", model_kwargs={"width": 0.25}, dataset=load_dataset("digits", subset=100),
-              seeds=(0, 1), config=TrainConfig(epochs=1, batch_size=32), progress=False)
-    single = collect_run(tmp_path / "single", zoo=zoo, layers=["conv1", "conv4", "fc7"],
-                         batch_size=50, exact=True, progress=False)
-    env = {**os.environ, "CONVERGENT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
-           "MASTER_ADDR": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", "--master_addr=127.0.0.1", "-m", "convergent",
-           "collect", str(zoo), "--layers", "conv1,conv4,fc7", "--batch-size", "50",
-           "--threads", "1", "--exact", "--out", str(tmp_path / "dist")]
+    train_zoo(
+        zoo,
+        arch="convnet",
+        model_kwargs={"width": 0.25},
+        dataset=load_dataset("digits", subset=100),
+        seeds=(0, 1),
+        config=TrainConfig(epochs=1, batch_size=32),
+        progress=False,
+    )
+    single = collect_run(
+        tmp_path / "single",
+        zoo=zoo,
+        layers=["conv1", "conv4", "fc7"],
+        batch_size=50,
+        exact=True,
+        progress=False,
+    )
+    env = {
+        **os.environ,
+        "CONVERGENT_NO_PROGRESS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "--master_addr=127.0.0.1",
+        "-m",
+        "convergent",
+        "collect",
+        str(zoo),
+        "--layers",
+        "conv1,conv4,fc7",
+        "--batch-size",
+        "50",
+        "--threads",
+        "1",
+        "--exact",
+        "--out",
+        str(tmp_path / "dist"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     dist = Statistics.load(tmp_path / "dist")
@@ -44,7 +78,9 @@ def test_two_process_collect_equals_single_process(tmp_path):
         assert a.samples == b.samples
         np.testing.assert_allclose(b.moments.mean, a.moments.mean, rtol=1e-12, atol=1e-12)
         scale = np.abs(a.moments.comoment).max()
-        np.testing.assert_allclose(b.moments.comoment, a.moments.comoment, rtol=1e-11, atol=1e-12 * scale)
+        np.testing.assert_allclose(
+            b.moments.comoment, a.moments.comoment, rtol=1e-11, atol=1e-12 * scale
+        )
         # the top-k inputs of every unit are the same inputs at the same positions
         np.testing.assert_array_equal(b.topk.index, a.topk.index)
         np.testing.assert_array_equal(b.topk.position, a.topk.position)

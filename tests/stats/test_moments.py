@@ -173,18 +173,25 @@ def test_load_refuses_damaged_or_foreign_files(tmp_path):
     save_arrays(tmp_path / "other.safetensors", {"x": np.zeros(2)}, {"kind": "something"})
     with pytest.raises(CorruptFileError, match="is not a convergent Moments file"):
         Moments.load(tmp_path / "other.safetensors")
-    save_arrays(tmp_path / "shape.safetensors",
-                {"count": np.array([3]), "mean": np.zeros(3), "comoment": np.zeros((4, 4))},
-                {"kind": "convergent.Moments", "dim": 4})
+    save_arrays(
+        tmp_path / "shape.safetensors",
+        {"count": np.array([3]), "mean": np.zeros(3), "comoment": np.zeros((4, 4))},
+        {"kind": "convergent.Moments", "dim": 4},
+    )
     with pytest.raises(CorruptFileError, match="inconsistent Moments arrays"):
         Moments.load(tmp_path / "shape.safetensors")
-    save_arrays(tmp_path / "lack.safetensors", {"count": np.array([3])},
-                {"kind": "convergent.Moments", "dim": 4})
+    save_arrays(
+        tmp_path / "lack.safetensors",
+        {"count": np.array([3])},
+        {"kind": "convergent.Moments", "dim": 4},
+    )
     with pytest.raises(CorruptFileError, match="lacks 'mean'"):
         Moments.load(tmp_path / "lack.safetensors")
-    save_arrays(tmp_path / "nan.safetensors",
-                {"count": np.array([3]), "mean": np.full(2, np.nan), "comoment": np.zeros((2, 2))},
-                {"kind": "convergent.Moments", "dim": 2})
+    save_arrays(
+        tmp_path / "nan.safetensors",
+        {"count": np.array([3]), "mean": np.full(2, np.nan), "comoment": np.zeros((2, 2))},
+        {"kind": "convergent.Moments", "dim": 2},
+    )
     with pytest.raises(CorruptFileError, match="non-finite moments"):
         Moments.load(tmp_path / "nan.safetensors")
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -145,29 +145,77 @@ class _Tracer(fx.Tracer):
 
 
 _ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.Mish,
-    nn.Hardswish, nn.Softplus, nn.Dropout, nn.Dropout2d, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ELU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Softplus,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
 )
 _POOLS = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool2d,
 )
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_LEAVES = (*_ELEMENTWISE_MODULES, *_POOLS, *_BATCHNORMS, *_CONVS, nn.Linear, nn.LayerNorm, nn.Flatten)
+_LEAVES = (
+    *_ELEMENTWISE_MODULES,
+    *_POOLS,
+    *_BATCHNORMS,
+    *_CONVS,
+    nn.Linear,
+    nn.LayerNorm,
+    nn.Flatten,
+)
 
 _ELEMENTWISE_FUNCTIONS = {
-    torch.relu, torch.nn.functional.relu, torch.sigmoid, torch.tanh, torch.nn.functional.gelu,
-    torch.nn.functional.silu, torch.nn.functional.leaky_relu, torch.nn.functional.dropout,
-    torch.nn.functional.elu, torch.exp, torch.abs, torch.nn.functional.relu6,
+    torch.relu,
+    torch.nn.functional.relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.nn.functional.gelu,
+    torch.nn.functional.silu,
+    torch.nn.functional.leaky_relu,
+    torch.nn.functional.dropout,
+    torch.nn.functional.elu,
+    torch.exp,
+    torch.abs,
+    torch.nn.functional.relu6,
 }
 _ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "detach", "float", "abs"}
-_ADD_LIKE = {operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul,
-             operator.sub, torch.sub}
+_ADD_LIKE = {
+    operator.add,
+    operator.iadd,
+    torch.add,
+    operator.mul,
+    operator.imul,
+    torch.mul,
+    operator.sub,
+    torch.sub,
+}
 _SPATIAL_POOL_FUNCTIONS = {
-    torch.nn.functional.max_pool2d, torch.nn.functional.avg_pool2d,
-    torch.nn.functional.adaptive_avg_pool2d, torch.nn.functional.max_pool1d,
-    torch.nn.functional.avg_pool1d, torch.nn.functional.adaptive_avg_pool1d,
+    torch.nn.functional.max_pool2d,
+    torch.nn.functional.avg_pool2d,
+    torch.nn.functional.adaptive_avg_pool2d,
+    torch.nn.functional.max_pool1d,
+    torch.nn.functional.avg_pool1d,
+    torch.nn.functional.adaptive_avg_pool1d,
 }
 
 
@@ -175,11 +223,16 @@ def _where(node: fx.Node) -> str:
     trace = (node.stack_trace or "").strip().splitlines()
     # the innermost frame outside torch itself is the model's source line
     frames = [
-        line.strip() for line in trace
+        line.strip()
+        for line in trace
         if line.strip().startswith("File ") and "/torch/" not in line and "\\torch\\" not in line
     ]
     src = f" at {frames[-1]}" if frames else ""
-    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
+    target = (
+        node.target
+        if isinstance(node.target, str)
+        else getattr(node.target, "__name__", node.target)
+    )
     return f"node {node.name!r} ({node.op} {target}){src}"
 
 
@@ -262,7 +315,9 @@ class _Analysis:
             root = self.uf.find(g)
             if self.uf.fixed[root]:
                 continue
-            group = spec_groups.setdefault(root, PermutationGroup(self.uf.origin[root], self.uf.size[root]))
+            group = spec_groups.setdefault(
+                root, PermutationGroup(self.uf.origin[root], self.uf.size[root])
+            )
             entry = (param, axis, offset, repeat)
             if entry not in group.axes:
                 group.axes.append(entry)
@@ -288,7 +343,9 @@ class _Analysis:
         if node.op == "output":
             out = values[node.args[0]] if isinstance(node.args[0], fx.Node) else None
             if not isinstance(out, _Value):
-                raise UnsupportedOperationError(f"{_where(node)}: the model must return one tensor.")
+                raise UnsupportedOperationError(
+                    f"{_where(node)}: the model must return one tensor."
+                )
             for seg in out.layout:
                 g = self.uf.find(seg.group)
                 self.uf.fixed[g] = True
@@ -309,7 +366,9 @@ class _Analysis:
     def arg(self, node: fx.Node, values: dict[fx.Node, Any], i: int = 0) -> _Value:
         a = node.args[i] if i < len(node.args) else None
         if not isinstance(a, fx.Node) or not isinstance(values.get(a), _Value):
-            raise UnsupportedOperationError(f"{_where(node)}: argument {i} is not a tracked tensor.")
+            raise UnsupportedOperationError(
+                f"{_where(node)}: argument {i} is not a tracked tensor."
+            )
         return values[a]
 
     def visit_module(self, node: fx.Node, mod: nn.Module, values: dict[fx.Node, Any]) -> _Value:
@@ -345,7 +404,9 @@ class _Analysis:
             self.layers.append((g, name))
             return _Value(-1, (Segment(g, mod.out_features),), len(self.shape(node)))
         if isinstance(mod, _BATCHNORMS):
-            for pname, _ in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+            for pname, _ in list(mod.named_parameters(recurse=False)) + list(
+                mod.named_buffers(recurse=False)
+            ):
                 if pname == "num_batches_tracked":
                     continue
                 self.add_axes(x.layout, f"{name}.{pname}", 0)
@@ -369,7 +430,9 @@ class _Analysis:
             return self.flatten(node, x, mod.start_dim, mod.end_dim)
         if isinstance(mod, nn.Sequential):  # not a leaf in practice; traced through
             raise UnsupportedOperationError(f"{_where(node)}: unexpected Sequential leaf.")
-        if any(True for _ in mod.parameters(recurse=False)) or any(True for _ in mod.buffers(recurse=False)):
+        if any(True for _ in mod.parameters(recurse=False)) or any(
+            True for _ in mod.buffers(recurse=False)
+        ):
             raise UnsupportedOperationError(
                 f"{_where(node)}: module {type(mod).__name__} has parameters convergent does not "
                 "know how to permute."
@@ -526,7 +589,9 @@ def apply_permutation(
     for name, group in spec.groups.items():
         perm = np.asarray(perms[name])
         if sorted(perm.tolist()) != list(range(group.size)):
-            raise ValueError(f"The permutation of group {name!r} is not a permutation of {group.size}.")
+            raise ValueError(
+                f"The permutation of group {name!r} is not a permutation of {group.size}."
+            )
         for param, axis, offset, repeat in group.axes:
             tensor = out[param]
             idx = _index(group.size, offset, repeat, perm, tensor.shape[axis])

@@ -31,8 +31,9 @@ BARRIER_DEFINITIONS = {
 }
 
 
-def interpolate_state(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
-                      alpha: float) -> dict[str, torch.Tensor]:
+def interpolate_state(
+    state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     """(1 - alpha) * A + alpha * B for floating tensors; integer buffers (BatchNorm's
     ``num_batches_tracked``) are taken from A. At alpha 0 and 1 the endpoints are reproduced exactly."""
     out = {}
@@ -78,13 +79,16 @@ def reset_batchnorm(model: nn.Module, images: torch.Tensor, *, batch_size: int =
 
 def _affine_layers(model: nn.Module) -> list[str]:
     """Conv/Linear layers whose outputs REPAIR renormalises (all but the classifier)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
+    ]
     return names[:-1]
 
 
 @torch.no_grad()
-def _channel_stats(model: nn.Module, layers: Sequence[str], images: torch.Tensor,
-                   batch_size: int = 256) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _channel_stats(
+    model: nn.Module, layers: Sequence[str], images: torch.Tensor, batch_size: int = 256
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from convergent.stats import Moments
 
     moments: dict[str, Any] = {}
@@ -100,9 +104,15 @@ def _channel_stats(model: nn.Module, layers: Sequence[str], images: torch.Tensor
 
 
 @torch.no_grad()
-def repair(model: nn.Module, stats_a: Mapping[str, tuple[np.ndarray, np.ndarray]],
-           stats_b: Mapping[str, tuple[np.ndarray, np.ndarray]], alpha: float,
-           images: torch.Tensor, *, batch_size: int = 256) -> nn.Module:
+def repair(
+    model: nn.Module,
+    stats_a: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    stats_b: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    alpha: float,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 256,
+) -> nn.Module:
     """REPAIR (Jordan et al. 2023): set each channel's mean and std at the output of every hidden
     conv/linear layer to the interpolation of the endpoints' ((1-alpha) A + alpha B), layer by
     layer in forward order, by rescaling that layer's weights and bias; then reset BatchNorm."""
@@ -154,8 +164,9 @@ def barrier(values: np.ndarray, alphas: np.ndarray, *, higher_is_better: bool = 
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-              batch_size: int = 512) -> tuple[float, float]:
+def _evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
+) -> tuple[float, float]:
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(labels), batch_size):
@@ -185,7 +196,9 @@ def interpolation_curve(
     recorded only).
     """
     if repair_mode not in REPAIRS:
-        raise ValueError(f"The 'repair' parameter must be one of {REPAIRS}. Got {repair_mode!r} instead.")
+        raise ValueError(
+            f"The 'repair' parameter must be one of {REPAIRS}. Got {repair_mode!r} instead."
+        )
     if int(points) != points or points < 2:
         raise ValueError(f"The 'points' parameter must be an integer >= 2. Got {points!r} instead.")
     if repair_mode != "none" and calibration is None:

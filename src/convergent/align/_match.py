@@ -34,15 +34,18 @@ class Alignment:
         return {name: np.asarray(p, dtype=np.int64) for name, p in self.perms.items()}
 
 
-def similarity_from_moments(mean: np.ndarray, cov: np.ndarray, block_a: slice, block_b: slice,
-                            kind: str = "correlation") -> np.ndarray:
+def similarity_from_moments(
+    mean: np.ndarray, cov: np.ndarray, block_a: slice, block_b: slice, kind: str = "correlation"
+) -> np.ndarray:
     """(d_A, d_B) similarity of A's and B's units from joint moments (population covariance).
 
     ``correlation``: Pearson (dead units give 0); ``cross-moment``: E[a b]; ``cosine``:
     E[a b] / sqrt(E[a^2] E[b^2]).
     """
     if kind not in SIMILARITIES:
-        raise ValueError(f"The 'kind' parameter must be one of {SIMILARITIES}. Got {kind!r} instead.")
+        raise ValueError(
+            f"The 'kind' parameter must be one of {SIMILARITIES}. Got {kind!r} instead."
+        )
     cross = cov[block_a, block_b]
     if kind == "correlation":
         sa = np.sqrt(np.clip(np.diag(cov)[block_a], 0, None))
@@ -65,8 +68,9 @@ def _assign(similarity: np.ndarray) -> np.ndarray:
     return perm
 
 
-def match_from_similarities(similarities: Mapping[str, np.ndarray], spec: PermutationSpec,
-                            method: str = "activation") -> Alignment:
+def match_from_similarities(
+    similarities: Mapping[str, np.ndarray], spec: PermutationSpec, method: str = "activation"
+) -> Alignment:
     """Solve each group's assignment on its (d, d) similarity matrix (A units x B units)."""
     perms, scores = {}, {}
     for name, group in spec.groups.items():

@@ -123,15 +123,31 @@ def analyze_layer(
     for a, b in pairs:
         key = pair_key(a, b)
         ra, rb = ranges[a], ranges[b]
-        match = compare_pair(corr, ra, rb, names=(a, b), thresholds=settings.thresholds,
-                             unique_threshold=settings.unique_threshold, absolute=settings.absolute,
-                             dead=dead)
-        sparse = sparse_prediction(moments, np.arange(*ra), np.arange(*rb), settings.penalties,
-                                   held_out=held_moments, n_penalties=settings.n_penalties)
+        match = compare_pair(
+            corr,
+            ra,
+            rb,
+            names=(a, b),
+            thresholds=settings.thresholds,
+            unique_threshold=settings.unique_threshold,
+            absolute=settings.absolute,
+            dead=dead,
+        )
+        sparse = sparse_prediction(
+            moments,
+            np.arange(*ra),
+            np.arange(*rb),
+            settings.penalties,
+            held_out=held_moments,
+            n_penalties=settings.n_penalties,
+        )
         width = min(ra[1] - ra[0], rb[1] - rb[0])
         counts = [k for k in settings.clusters if k <= width]
-        clusters = cluster_pair(corr, ra, rb, counts, settings.seed, affinity=settings.affinity,
-                                dead=dead) if counts else []
+        clusters = (
+            cluster_pair(corr, ra, rb, counts, settings.seed, affinity=settings.affinity, dead=dead)
+            if counts
+            else []
+        )
         record = {
             "matching": match.to_dict(),
             "sparse": sparse.to_dict(),
@@ -146,7 +162,8 @@ def analyze_layer(
                 "bipartite_mean": mi_bip.mean,
                 "mean_entropy_a": float(info.entropy_a.mean()),
                 "agreement_with_correlation": float(
-                    (mi_bip.partner == match.bipartite.partner).mean()),
+                    (mi_bip.partner == match.bipartite.partner).mean()
+                ),
                 "samples": info.samples,
                 "bias_correction": info.bias_correction,
             }
@@ -155,14 +172,24 @@ def analyze_layer(
             result.arrays[f"{key}/mi/bipartite_sorted"] = mi_bip.sorted_scores
             result.arrays[f"{key}/mi/bipartite_partner"] = mi_bip.partner
         result.pairs[key] = record
-        records.append({"matching": record["matching"],
-                        "sparse": {"one_to_one_error": record["sparse"]["one_to_one_error"],
-                                   "full_error": record["sparse"]["full_error"],
-                                   "at_nonzero": record["sparse"]["at_nonzero"]},
-                        "spectral": {str(c["n_clusters"]): {"balance": c["balance"],
-                                                            "inside_abs_corr": c["inside_abs_corr"],
-                                                            "outside_abs_corr": c["outside_abs_corr"]}
-                                     for c in record["spectral"]}})
+        records.append(
+            {
+                "matching": record["matching"],
+                "sparse": {
+                    "one_to_one_error": record["sparse"]["one_to_one_error"],
+                    "full_error": record["sparse"]["full_error"],
+                    "at_nonzero": record["sparse"]["at_nonzero"],
+                },
+                "spectral": {
+                    str(c["n_clusters"]): {
+                        "balance": c["balance"],
+                        "inside_abs_corr": c["inside_abs_corr"],
+                        "outside_abs_corr": c["outside_abs_corr"],
+                    }
+                    for c in record["spectral"]
+                },
+            }
+        )
         for name, arr in match.arrays().items():
             result.arrays[f"{key}/matching/{name}"] = np.asarray(arr)
         result.arrays[f"{key}/sparse/penalties"] = sparse.penalties

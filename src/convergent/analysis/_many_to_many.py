@@ -25,15 +25,23 @@ AFFINITIES = ("absolute", "shift")
 
 def _affinity(corr: np.ndarray, affinity: str) -> np.ndarray:
     if affinity not in AFFINITIES:
-        raise ValueError(f"The 'affinity' parameter must be one of {AFFINITIES}. Got {affinity!r} instead.")
+        raise ValueError(
+            f"The 'affinity' parameter must be one of {AFFINITIES}. Got {affinity!r} instead."
+        )
     aff = np.abs(corr) if affinity == "absolute" else (1.0 + corr) / 2.0
     aff = (aff + aff.T) / 2.0
     np.fill_diagonal(aff, 1.0)
     return aff
 
 
-def spectral_clustering(corr: Any, n_clusters: int, seed: int = 0, *, affinity: str = "absolute",
-                        dead: Sequence[int] = ()) -> np.ndarray:
+def spectral_clustering(
+    corr: Any,
+    n_clusters: int,
+    seed: int = 0,
+    *,
+    affinity: str = "absolute",
+    dead: Sequence[int] = (),
+) -> np.ndarray:
     """Spectral clustering of units from their correlation matrix.
 
     Parameters
@@ -55,21 +63,30 @@ def spectral_clustering(corr: Any, n_clusters: int, seed: int = 0, *, affinity: 
 
     mat = np.asarray(corr, dtype=np.float64)
     if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
-        raise ValueError(f"The 'corr' parameter must be a square matrix. Got shape {mat.shape} instead.")
+        raise ValueError(
+            f"The 'corr' parameter must be a square matrix. Got shape {mat.shape} instead."
+        )
     if not np.isfinite(mat).all():
         raise ValueError("The 'corr' parameter holds NaN or infinite values.")
     live = np.ones(len(mat), dtype=bool)
     live[np.asarray(dead, dtype=np.int64)] = False
     n_live = int(live.sum())
     if int(n_clusters) != n_clusters or n_clusters < 2:
-        raise ValueError(f"The 'n_clusters' parameter must be an integer >= 2. Got {n_clusters!r} instead.")
+        raise ValueError(
+            f"The 'n_clusters' parameter must be an integer >= 2. Got {n_clusters!r} instead."
+        )
     if n_clusters > n_live:
         raise ConvergentError(
             f"Cannot make {n_clusters} clusters of {n_live} live units; choose at most {n_live}."
         )
     aff = _affinity(mat[np.ix_(live, live)], affinity)
-    model = SpectralClustering(n_clusters=int(n_clusters), affinity="precomputed", random_state=seed,
-                               assign_labels="kmeans", n_init=10)
+    model = SpectralClustering(
+        n_clusters=int(n_clusters),
+        affinity="precomputed",
+        random_state=seed,
+        assign_labels="kmeans",
+        n_init=10,
+    )
     labels = np.full(len(mat), -1, dtype=np.int64)
     labels[live] = model.fit_predict(aff)
     # canonical label order: by first appearance, so equal partitions give equal labels
@@ -146,7 +163,9 @@ def cluster_pair(
         members_a = [np.flatnonzero(la == c).tolist() for c in range(k)]
         members_b = [np.flatnonzero(lb == c).tolist() for c in range(k)]
         clustered = int((labels >= 0).sum())
-        balance = sum(2 * min(len(a), len(b)) for a, b in zip(members_a, members_b)) / max(clustered, 1)
+        balance = sum(2 * min(len(a), len(b)) for a, b in zip(members_a, members_b)) / max(
+            clustered, 1
+        )
         same = (la[:, None] == lb[None, :]) & (la[:, None] >= 0)
         diff = (la[:, None] != lb[None, :]) & (la[:, None] >= 0) & (lb[None, :] >= 0)
         inside = float(between[same].mean()) if same.any() else 0.0
@@ -160,10 +179,29 @@ def cluster_pair(
             w = np.linalg.lstsq(g, c, rcond=None)[0]
             r2s.extend(np.clip(np.einsum("pt,pt->t", c, w), 0.0, 1.0).tolist())
         order = np.concatenate(
-            [np.concatenate([np.asarray(members_a[c], dtype=np.int64),
-                             d_a + np.asarray(members_b[c], dtype=np.int64)]) for c in range(k)]
+            [
+                np.concatenate(
+                    [
+                        np.asarray(members_a[c], dtype=np.int64),
+                        d_a + np.asarray(members_b[c], dtype=np.int64),
+                    ]
+                )
+                for c in range(k)
+            ]
             + [np.flatnonzero(labels < 0)]
         ).astype(np.int64)
-        out.append(ClusterResult(k, labels, d_a, members_a, members_b, float(balance), inside,
-                                 outside, float(np.mean(r2s)) if r2s else 0.0, order))
+        out.append(
+            ClusterResult(
+                k,
+                labels,
+                d_a,
+                members_a,
+                members_b,
+                float(balance),
+                inside,
+                outside,
+                float(np.mean(r2s)) if r2s else 0.0,
+                order,
+            )
+        )
     return out

@@ -41,7 +41,9 @@ class MeanActivations:
         }
 
 
-def compare_means(means: Mapping[str, np.ndarray], *, splits: int = 5, seed: int = 0) -> MeanActivations:
+def compare_means(
+    means: Mapping[str, np.ndarray], *, splits: int = 5, seed: int = 0
+) -> MeanActivations:
     """Compare nets' distributions of unit means.
 
     Parameters

@@ -92,8 +92,11 @@ class JointHistogram:
     def __post_init__(self) -> None:
         self.edges_a = np.asarray(self.edges_a, dtype=np.float64)
         self.edges_b = np.asarray(self.edges_b, dtype=np.float64)
-        if self.edges_a.ndim != 2 or self.edges_b.ndim != 2 or \
-                self.edges_a.shape[1] != self.edges_b.shape[1]:
+        if (
+            self.edges_a.ndim != 2
+            or self.edges_b.ndim != 2
+            or self.edges_a.shape[1] != self.edges_b.shape[1]
+        ):
             raise ValueError("edges_a and edges_b must be (d, bins - 1) arrays with the same bins.")
         self.bins = self.edges_a.shape[1] + 1
         d_a, d_b = len(self.edges_a), len(self.edges_b)
@@ -116,11 +119,14 @@ class JointHistogram:
         out.scatter_(1, flat, 1.0)
         return out
 
-    def update(self, xa: np.ndarray | torch.Tensor, xb: np.ndarray | torch.Tensor,
-               chunk: int = 4096) -> JointHistogram:
+    def update(
+        self, xa: np.ndarray | torch.Tensor, xb: np.ndarray | torch.Tensor, chunk: int = 4096
+    ) -> JointHistogram:
         """Add paired samples: ``xa`` (n, d_A) and ``xb`` (n, d_B) from the same inputs."""
         if len(xa) != len(xb):
-            raise ValueError(f"xa and xb must pair up sample by sample: {len(xa)} vs {len(xb)} rows.")
+            raise ValueError(
+                f"xa and xb must pair up sample by sample: {len(xa)} vs {len(xb)} rows."
+            )
         if xa.shape[1] != len(self.edges_a) or xb.shape[1] != len(self.edges_b):
             raise ValueError(
                 f"Expected {len(self.edges_a)} and {len(self.edges_b)} units. Got {xa.shape[1]} and "
@@ -135,7 +141,10 @@ class JointHistogram:
         return self
 
     def merge(self, other: JointHistogram) -> JointHistogram:
-        if not (np.array_equal(self.edges_a, other.edges_a) and np.array_equal(self.edges_b, other.edges_b)):
+        if not (
+            np.array_equal(self.edges_a, other.edges_a)
+            and np.array_equal(self.edges_b, other.edges_b)
+        ):
             raise ValueError("Cannot merge joint histograms with different bin edges.")
         self.counts += other.counts
         self.count += other.count
@@ -164,8 +173,9 @@ class MutualInformation:
     samples: int
 
 
-def mutual_information_matrix(hist: JointHistogram, *,
-                              bias_correction: str | None = "miller-madow") -> MutualInformation:
+def mutual_information_matrix(
+    hist: JointHistogram, *, bias_correction: str | None = "miller-madow"
+) -> MutualInformation:
     """MI (nats) of every pair from a :class:`JointHistogram`; see the module notes on the bias
     correction."""
     if bias_correction not in BIAS_CORRECTIONS:
@@ -194,9 +204,14 @@ def mutual_information_matrix(hist: JointHistogram, *,
     return MutualInformation(mi, h_a, h_b, bias_correction, int(n))
 
 
-def mutual_information(xa: np.ndarray | torch.Tensor, xb: np.ndarray | torch.Tensor, *,
-                       bins: int = 10, bias_correction: str | None = "miller-madow",
-                       max_bytes: int = DEFAULT_MAX_BYTES) -> MutualInformation:
+def mutual_information(
+    xa: np.ndarray | torch.Tensor,
+    xb: np.ndarray | torch.Tensor,
+    *,
+    bins: int = 10,
+    bias_correction: str | None = "miller-madow",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> MutualInformation:
     """MI (nats) between every unit of ``xa`` (n, d_A) and every unit of ``xb`` (n, d_B).
 
     Bin edges are the percentiles of the data itself (see :func:`quantile_edges`); for a streaming

@@ -5,10 +5,10 @@ On z-scored units (mean 0, population std 1) scikit-learn's Lasso objective for 
 ``(1/2n) ||y - X w||^2 + alpha ||w||_1`` with an unpenalised intercept, depends on the data only through
 ``G = X^T X / n`` (the source units' correlation matrix) and ``c = X^T y / n`` (their correlations with
 the target), and the intercept is 0. So the whole regularisation path comes from the joint correlation
-matrix: no second pass, no stored activations. The solver runs over all targets at once, warm-started from the previous penalty, and stops
-on the duality gap (accelerated proximal gradient, one matrix product per iteration for all targets).
-Penalties follow ``sklearn.linear_model.Lasso(alpha)`` and coefficients are in
-standardised units.
+matrix: no second pass, no stored activations. The solver runs over all targets at once,
+warm-started from the previous penalty, and stops on the duality gap (accelerated proximal gradient,
+one matrix product per iteration for all targets, with an exact polish once the support is found).
+Penalties follow ``sklearn.linear_model.Lasso(alpha)`` and coefficients are in standardised units.
 """
 
 from __future__ import annotations
@@ -22,16 +22,23 @@ import numpy as np
 from convergent._errors import ConvergentError
 
 #: Duality-gap tolerance, in units of the target's variance (1 after z-scoring).
-DEFAULT_TOL = 1e-7
+DEFAULT_TOL = 1e-6
 
 
 def _soft(z: np.ndarray, alpha: float) -> np.ndarray:
     return np.sign(z) * np.maximum(np.abs(z) - alpha, 0.0)
 
 
-def lasso_gram(gram: np.ndarray, cross: np.ndarray, alpha: float, *, coef: np.ndarray | None = None,
-               tol: float = DEFAULT_TOL, max_iter: int = 20000,
-               lipschitz: float | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+def lasso_gram(
+    gram: np.ndarray,
+    cross: np.ndarray,
+    alpha: float,
+    *,
+    coef: np.ndarray | None = None,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = 20000,
+    lipschitz: float | None = None,
+) -> tuple[np.ndarray, int, np.ndarray]:
     """Lasso for many targets from Gram form: minimise, per column t of ``cross``,
     ``1/2 - c_t^T w + 1/2 w^T G w + alpha ||w||_1``.
 
@@ -123,8 +130,9 @@ def _polish(gram: np.ndarray, cross: np.ndarray, w: np.ndarray, alpha: float) ->
     return out
 
 
-def _duality_gap(gram: np.ndarray, cross: np.ndarray, w: np.ndarray, resid: np.ndarray,
-                 alpha: float) -> np.ndarray:
+def _duality_gap(
+    gram: np.ndarray, cross: np.ndarray, w: np.ndarray, resid: np.ndarray, alpha: float
+) -> np.ndarray:
     # per target, in units of 1/n: ||r||^2/n = 1 - 2 c^T w + w^T G w ;  r^T y / n = 1 - c^T w
     cw = np.einsum("pt,pt->t", cross, w)
     wgw = np.einsum("pt,pt->t", w, cross - resid)
@@ -181,8 +189,11 @@ class SparsePredictionResult:
         if self.held_out_error is not None:
             out["held_out_mean_error"] = self.mean_error(held_out=True).tolist()
             out["held_out_one_to_one_error"] = float(
-                _live_mean(self.held_out_one_to_one_error, self.dead_targets))
-            out["held_out_full_error"] = float(_live_mean(self.held_out_full_error, self.dead_targets))
+                _live_mean(self.held_out_one_to_one_error, self.dead_targets)
+            )
+            out["held_out_full_error"] = float(
+                _live_mean(self.held_out_full_error, self.dead_targets)
+            )
         return out
 
 
@@ -194,7 +205,9 @@ def _live_mean(values: np.ndarray, dead: np.ndarray, axis: int = -1) -> Any:
     return np.compress(mask, values, axis=axis).mean(axis=axis)
 
 
-def errors_at_nonzero(result: SparsePredictionResult, k: Sequence[int] = (1, 2, 4)) -> dict[str, Any]:
+def errors_at_nonzero(
+    result: SparsePredictionResult, k: Sequence[int] = (1, 2, 4)
+) -> dict[str, Any]:
     """For each k, the mean error at the penalty whose mean number of non-zero predictors per target
     is closest to k (the paper's "prediction from about k units")."""
     mean_nz = result.nonzero.mean(axis=1)
@@ -202,8 +215,11 @@ def errors_at_nonzero(result: SparsePredictionResult, k: Sequence[int] = (1, 2, 
     out = {}
     for kk in k:
         i = int(np.argmin(np.abs(mean_nz - kk)))
-        entry = {"penalty": float(result.penalties[i]), "mean_nonzero": float(mean_nz[i]),
-                 "error": float(errors[i])}
+        entry = {
+            "penalty": float(result.penalties[i]),
+            "mean_nonzero": float(mean_nz[i]),
+            "error": float(errors[i]),
+        }
         if result.held_out_error is not None:
             entry["held_out_error"] = float(result.mean_error(held_out=True)[i])
         out[str(kk)] = entry
@@ -221,8 +237,15 @@ def _standardised(moments: Any, source: np.ndarray, target: np.ndarray):
     return mean, cov, std, inv, live, corr
 
 
-def _held_out_error(held: Any, mean: np.ndarray, inv: np.ndarray, source: np.ndarray,
-                    target: np.ndarray, coef: np.ndarray, live_t: np.ndarray) -> np.ndarray:
+def _held_out_error(
+    held: Any,
+    mean: np.ndarray,
+    inv: np.ndarray,
+    source: np.ndarray,
+    target: np.ndarray,
+    coef: np.ndarray,
+    live_t: np.ndarray,
+) -> np.ndarray:
     """1 - R^2 on held-out moments of predictions standardised with the fit set's mean and std.
 
     Residual ``e = z_t - sum_j w_j z_j`` with ``z = (x - mean_fit) * inv_fit`` is ``a^T x + b``;
@@ -242,7 +265,9 @@ def _held_out_error(held: Any, mean: np.ndarray, inv: np.ndarray, source: np.nda
     bias = a.T @ h_mean[idx] + b
     var_t = np.diag(h_cov)[target] * inv[target] ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.where(live_t & (var_t > 0), (var_e + bias**2) / np.where(var_t > 0, var_t, 1.0), 0.0)
+        err = np.where(
+            live_t & (var_t > 0), (var_e + bias**2) / np.where(var_t > 0, var_t, 1.0), 0.0
+        )
     del ns, nt
     return err
 
@@ -292,17 +317,24 @@ def sparse_prediction(
         alpha_max = float(np.abs(cross).max()) if np.abs(cross).max() > 0 else 1.0
         penalties = np.geomspace(alpha_max, alpha_max / 100, n_penalties)
     penalties = np.asarray(penalties, dtype=np.float64)
-    if penalties.ndim != 1 or len(penalties) == 0 or np.any(penalties <= 0) or \
-            not np.isfinite(penalties).all():
-        raise ValueError(f"The 'penalties' parameter must be positive finite numbers. Got {penalties!r}.")
+    if (
+        penalties.ndim != 1
+        or len(penalties) == 0
+        or np.any(penalties <= 0)
+        or not np.isfinite(penalties).all()
+    ):
+        raise ValueError(
+            f"The 'penalties' parameter must be positive finite numbers. Got {penalties!r}."
+        )
     lipschitz = float(np.linalg.eigvalsh(gram)[-1])
     order = np.argsort(-penalties, kind="stable")
     penalties = penalties[order]
     coefs, errors, nonzero, iters = [], [], [], []
     w = None
     for alpha in penalties:
-        w, it, _ = lasso_gram(gram, cross, float(alpha), coef=w, tol=tol, max_iter=max_iter,
-                              lipschitz=lipschitz)
+        w, it, _ = lasso_gram(
+            gram, cross, float(alpha), coef=w, tol=tol, max_iter=max_iter, lipschitz=lipschitz
+        )
         err = 1.0 - 2.0 * np.einsum("pt,pt->t", cross, w) + np.einsum("pt,pt->t", w, gram @ w)
         coefs.append(w.copy())
         errors.append(np.where(live_t, np.maximum(err, 0.0), 0.0))
@@ -319,15 +351,24 @@ def sparse_prediction(
             raise ValueError(
                 f"The held-out moments have {held_out.dim} variables, the fit moments {moments.dim}."
             )
-        held_err = np.stack([_held_out_error(held_out, mean, inv, source, target, c, live_t) for c in coef])
+        held_err = np.stack(
+            [_held_out_error(held_out, mean, inv, source, target, c, live_t) for c in coef]
+        )
         best = np.abs(cross).argmax(axis=0)
         one_w = np.zeros_like(cross)
         one_w[best, np.arange(len(target))] = cross[best, np.arange(len(target))]
         held_one = _held_out_error(held_out, mean, inv, source, target, one_w, live_t)
         held_full = _held_out_error(held_out, mean, inv, source, target, full_w, live_t)
     return SparsePredictionResult(
-        penalties=penalties, coef=coef, error=np.stack(errors), nonzero=np.stack(nonzero),
-        held_out_error=held_err, one_to_one_error=one, full_error=full,
-        held_out_one_to_one_error=held_one, held_out_full_error=held_full,
-        dead_targets=dead_targets, iterations=np.asarray(iters),
+        penalties=penalties,
+        coef=coef,
+        error=np.stack(errors),
+        nonzero=np.stack(nonzero),
+        held_out_error=held_err,
+        one_to_one_error=one,
+        full_error=full,
+        held_out_one_to_one_error=held_one,
+        held_out_full_error=held_full,
+        dead_targets=dead_targets,
+        iterations=np.asarray(iters),
     )

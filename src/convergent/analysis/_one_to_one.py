@@ -105,7 +105,9 @@ def semi_matching(corr: Any, *, absolute: bool = False) -> MatchResult:
     key = np.abs(sim) if absolute else sim
     partner = key.argmax(axis=1).astype(np.int64)
     score = sim[np.arange(sim.shape[0]), partner]
-    return MatchResult(partner, score, np.ones(sim.shape[0], dtype=bool), "semi", absolute, sim.shape[1])
+    return MatchResult(
+        partner, score, np.ones(sim.shape[0], dtype=bool), "semi", absolute, sim.shape[1]
+    )
 
 
 def bipartite_matching(corr: Any, *, absolute: bool = False) -> MatchResult:
@@ -141,7 +143,9 @@ def within_net_baseline(corr_within: Any, *, absolute: bool = False) -> np.ndarr
     """
     sim = _as_matrix(corr_within, "corr_within")
     if sim.shape[0] != sim.shape[1]:
-        raise ValueError(f"A within-net correlation matrix must be square. Got shape {sim.shape} instead.")
+        raise ValueError(
+            f"A within-net correlation matrix must be square. Got shape {sim.shape} instead."
+        )
     if sim.shape[0] < 2:
         raise ConvergentError("The within-net baseline needs a net with at least 2 units.")
     key = np.abs(sim) if absolute else sim.copy()
@@ -255,11 +259,17 @@ def compare_pair(
     best_b = np.abs(between).max(axis=0)
     dead = np.asarray(dead, dtype=np.int64)
     return PairMatching(
-        names[0], names[1], semi, semi_reverse, bip,
+        names[0],
+        names[1],
+        semi,
+        semi_reverse,
+        bip,
         within_net_baseline(full[a, a], absolute=absolute),
         within_net_baseline(full[b, b], absolute=absolute),
-        tuple(float(t) for t in thresholds), float(unique_threshold),
-        np.flatnonzero(best_a < unique_threshold), np.flatnonzero(best_b < unique_threshold),
+        tuple(float(t) for t in thresholds),
+        float(unique_threshold),
+        np.flatnonzero(best_a < unique_threshold),
+        np.flatnonzero(best_b < unique_threshold),
         dead[(dead >= range_a[0]) & (dead < range_a[1])] - range_a[0],
         dead[(dead >= range_b[0]) & (dead < range_b[1])] - range_b[0],
     )
@@ -283,7 +293,10 @@ def summarize_pairs(pairs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     flats = [flat(p) for p in pairs]
     keys = [k for k in flats[0] if all(k in f for f in flats)]
     return {
-        k: {"mean": float(np.mean([f[k] for f in flats])), "std": float(np.std([f[k] for f in flats])),
-            "pairs": len(flats)}
+        k: {
+            "mean": float(np.mean([f[k] for f in flats])),
+            "std": float(np.std([f[k] for f in flats])),
+            "pairs": len(flats),
+        }
         for k in keys
     }

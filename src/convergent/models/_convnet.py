@@ -55,7 +55,9 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         if width <= 0:
-            raise ValueError(f"The 'width' parameter of ConvNet must be > 0. Got {width!r} instead.")
+            raise ValueError(
+                f"The 'width' parameter of ConvNet must be > 0. Got {width!r} instead."
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(
                 f"The 'dropout' parameter of ConvNet must be in [0, 1). Got {dropout!r} instead."

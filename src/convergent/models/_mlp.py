@@ -34,9 +34,13 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
-            raise ValueError(f"The 'depth' parameter of MLP must be an integer >= 1. Got {depth!r} instead.")
+            raise ValueError(
+                f"The 'depth' parameter of MLP must be an integer >= 1. Got {depth!r} instead."
+            )
         if int(width) != width or width < 1:
-            raise ValueError(f"The 'width' parameter of MLP must be an integer >= 1. Got {width!r} instead.")
+            raise ValueError(
+                f"The 'width' parameter of MLP must be an integer >= 1. Got {width!r} instead."
+            )
         h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         self.flatten = nn.Flatten()
         prev = in_channels * h * w

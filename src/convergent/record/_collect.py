@@ -17,11 +17,11 @@ from torch import nn
 
 from convergent._errors import ConvergentError
 from convergent._progress import bar
+from convergent.models import default_layers
 from convergent.record._hooks import capture, resolve_layers
 from convergent.record._samples import is_channels_first, to_samples
 from convergent.record._statistics import LayerStatistics, Statistics
 from convergent.record._topk import TopK
-from convergent.models import default_layers
 from convergent.stats import Moments
 
 
@@ -147,7 +147,9 @@ def collect(
                 ranges[net] = (start, start + s.shape[1])
                 start += s.shape[1]
             moments = Moments(start, exact=exact)
-            moments.metadata.update({"layer": layer, "unit_ranges": {k: list(v) for k, v in ranges.items()}})
+            moments.metadata.update(
+                {"layer": layer, "unit_ranges": {k: list(v) for k, v in ranges.items()}}
+            )
             state[layer] = {
                 "ranges": ranges,
                 "shape": shape,
@@ -162,8 +164,16 @@ def collect(
             stop = min(start + batch_size, hi)
             _forward(models, _batch(inputs, start, stop).to(device))
             for layer in layers:
-                _fold(layer, names, store.outputs, state[layer], spatial, channels_first[layer],
-                      np.arange(start, stop), batch_no)
+                _fold(
+                    layer,
+                    names,
+                    store.outputs,
+                    state[layer],
+                    spatial,
+                    channels_first[layer],
+                    np.arange(start, stop),
+                    batch_no,
+                )
             store.clear()
 
     if use_dist:
@@ -171,7 +181,9 @@ def collect(
     result = {}
     for layer in layers:
         st = state[layer]
-        result[layer] = LayerStatistics(layer, st["moments"], st["ranges"], tuple(st["shape"]), st["topk"])
+        result[layer] = LayerStatistics(
+            layer, st["moments"], st["ranges"], tuple(st["shape"]), st["topk"]
+        )
     settings = {
         "spatial": spatial,
         "batch_size": int(batch_size),
@@ -187,9 +199,16 @@ def _forward(models: Mapping[str, nn.Module], x: torch.Tensor) -> None:
         model(x)
 
 
-def _fold(layer: str, names: Sequence[str], outputs: Mapping[tuple[str, str], torch.Tensor],
-          st: dict[str, Any], spatial: str, channels_first: bool, input_index: np.ndarray,
-          batch_no: int) -> None:
+def _fold(
+    layer: str,
+    names: Sequence[str],
+    outputs: Mapping[tuple[str, str], torch.Tensor],
+    st: dict[str, Any],
+    spatial: str,
+    channels_first: bool,
+    input_index: np.ndarray,
+    batch_no: int,
+) -> None:
     parts = []
     counts = {}
     for net in names:
@@ -202,7 +221,9 @@ def _fold(layer: str, names: Sequence[str], outputs: Mapping[tuple[str, str], to
         counts[net] = (s.shape[0], shape)
         parts.append(s)
     if len({c for c, _ in counts.values()}) > 1:
-        detail = ", ".join(f"{net}: {c} samples (map {tuple(shape)})" for net, (c, shape) in counts.items())
+        detail = ", ".join(
+            f"{net}: {c} samples (map {tuple(shape)})" for net, (c, shape) in counts.items()
+        )
         raise ConvergentError(
             f"The nets disagree on the number of samples at layer {layer!r} ({detail}), so their "
             "units cannot be compared sample by sample. Their maps differ in size; use "

@@ -14,7 +14,9 @@ from torch import nn
 from convergent._errors import ConvergentError
 
 
-def resolve_layers(model: nn.Module, layers: Sequence[str], model_name: str = "model") -> dict[str, nn.Module]:
+def resolve_layers(
+    model: nn.Module, layers: Sequence[str], model_name: str = "model"
+) -> dict[str, nn.Module]:
     """Map dotted layer names to modules; an unknown name raises ``ValueError`` listing valid ones."""
     modules = dict(model.named_modules())
     out = {}

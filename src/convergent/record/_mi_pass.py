@@ -49,8 +49,9 @@ def collect_mutual_information(
     channels_first = is_channels_first(dict(models[nets[0]].named_modules())[layer])
 
     def samples(store: Any, net: str) -> torch.Tensor:
-        return to_samples(store.outputs[(net, layer)], spatial=spatial,
-                          channels_first=channels_first)[0]
+        return to_samples(
+            store.outputs[(net, layer)], spatial=spatial, channels_first=channels_first
+        )[0]
 
     with torch.inference_mode(), capture(sub, [layer]) as store:
         first = _batch(inputs, 0, min(edge_inputs, len(inputs)))
@@ -59,8 +60,12 @@ def collect_mutual_information(
         edges = {n: quantile_edges(samples(store, n), bins) for n in nets}
         store.clear()
         hists = {f"{a}~{b}": JointHistogram(edges[a], edges[b], max_bytes) for a, b in pairs}
-        for start in bar(range(0, len(inputs), batch_size), progress=progress,
-                         desc=f"mutual information {layer}", unit="batch"):
+        for start in bar(
+            range(0, len(inputs), batch_size),
+            progress=progress,
+            desc=f"mutual information {layer}",
+            unit="batch",
+        ):
             x = _batch(inputs, start, min(start + batch_size, len(inputs)))
             for m in sub.values():
                 m(x)
@@ -68,4 +73,6 @@ def collect_mutual_information(
             for a, b in pairs:
                 hists[f"{a}~{b}"].update(acts[a], acts[b])
             store.clear()
-    return {k: mutual_information_matrix(h, bias_correction=bias_correction) for k, h in hists.items()}
+    return {
+        k: mutual_information_matrix(h, bias_correction=bias_correction) for k, h in hists.items()
+    }

@@ -22,7 +22,11 @@ def _init_distributed(device: str) -> bool:
     """Join the process group torchrun describes in the environment (if any). True if joined here."""
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+    if (
+        int(os.environ.get("WORLD_SIZE", "1")) <= 1
+        or not dist.is_available()
+        or dist.is_initialized()
+    ):
         return False
     backend = "nccl" if str(device).startswith("cuda") else "gloo"
     if backend == "nccl":
@@ -66,20 +70,30 @@ def collect_run(
     if zoo is not None:
         zoo_obj = load_zoo(zoo)
         dataset = dataset or zoo_obj.manifest["settings"]["dataset"]
-        source = {"zoo": str(Path(zoo).resolve()),
-                  "checkpoints": {n.name: n.sha256 for n in zoo_obj.nets}}
+        source = {
+            "zoo": str(Path(zoo).resolve()),
+            "checkpoints": {n.name: n.sha256 for n in zoo_obj.nets},
+        }
     else:
         if not checkpoints:
             raise ValueError("An architecture needs at least one --checkpoint file.")
-        source = {"arch": arch, "model_kwargs": dict(model_kwargs or {}),
-                  "checkpoints": {Path(p).stem: sha256_file(p) for p in checkpoints}}
+        source = {
+            "arch": arch,
+            "model_kwargs": dict(model_kwargs or {}),
+            "checkpoints": {Path(p).stem: sha256_file(p) for p in checkpoints},
+        }
         if len(source["checkpoints"]) != len(checkpoints):
             raise ValueError("Checkpoint file names must differ (their stems name the nets).")
     ds = load_dataset(dataset or "digits", data_dir)
     images, _ = ds.split(split)
     if max_inputs is not None:
         images = images[:max_inputs]
-    settings = {"spatial": spatial, "batch_size": int(batch_size), "topk": topk, "exact": bool(exact)}
+    settings = {
+        "spatial": spatial,
+        "batch_size": int(batch_size),
+        "topk": topk,
+        "exact": bool(exact),
+    }
     info = {"source": source, "dataset": ds.describe(), "split": split, "num_inputs": len(images)}
 
     out = Path(out)
@@ -87,9 +101,12 @@ def collect_run(
         old = read_json(out / MANIFEST)
         same_settings = {k: old.get("settings", {}).get(k) for k in settings} == settings
         wanted = layers or list(old.get("layers", {}))
-        if old.get("info", {}).get("source") == source and same_settings \
-                and old.get("info", {}).get("num_inputs") == len(images) \
-                and set(wanted) <= set(old.get("layers", {})):
+        if (
+            old.get("info", {}).get("source") == source
+            and same_settings
+            and old.get("info", {}).get("num_inputs") == len(images)
+            and set(wanted) <= set(old.get("layers", {}))
+        ):
             return Statistics.load(out)
         raise ConvergentError(
             f"{out} already holds statistics from other nets, data or settings. Choose another "
@@ -104,14 +121,29 @@ def collect_run(
         c, h, w = ds.input_shape
         models = {}
         for path in checkpoints:
-            model = build_model(arch, in_channels=c, input_size=(h, w), num_classes=ds.num_classes,
-                                **dict(model_kwargs or {}))
+            model = build_model(
+                arch,
+                in_channels=c,
+                input_size=(h, w),
+                num_classes=ds.num_classes,
+                **dict(model_kwargs or {}),
+            )
             models[Path(path).stem] = load_weights(model, path).eval()
 
     joined = _init_distributed(device)
     try:
-        stats = collect(models, images, layers, spatial=spatial, batch_size=batch_size, topk=topk,
-                        exact=exact, device=device, progress=progress, info=info)
+        stats = collect(
+            models,
+            images,
+            layers,
+            spatial=spatial,
+            batch_size=batch_size,
+            topk=topk,
+            exact=exact,
+            device=device,
+            progress=progress,
+            info=info,
+        )
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
@@ -131,11 +163,13 @@ def stats_summary(stats: Statistics) -> list[dict[str, Any]]:
     rows = []
     for name, ls in stats.layers.items():
         widths = sorted({ls.width(n) for n in ls.nets})
-        rows.append({
-            "layer": name,
-            "units/net": "/".join(map(str, widths)),
-            "samples": ls.samples,
-            "map": "x".join(map(str, ls.map_shape)) or "-",
-            "dead units": len(ls.moments.dead_units()),
-        })
+        rows.append(
+            {
+                "layer": name,
+                "units/net": "/".join(map(str, widths)),
+                "samples": ls.samples,
+                "map": "x".join(map(str, ls.map_shape)) or "-",
+                "dead units": len(ls.moments.dead_units()),
+            }
+        )
     return rows

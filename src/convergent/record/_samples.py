@@ -29,7 +29,9 @@ def to_samples(
         The spatial/token shape of one input (``()`` for vector outputs or after averaging).
     """
     if spatial not in SPATIAL_MODES:
-        raise ValueError(f"The 'spatial' parameter must be one of {SPATIAL_MODES}. Got {spatial!r} instead.")
+        raise ValueError(
+            f"The 'spatial' parameter must be one of {SPATIAL_MODES}. Got {spatial!r} instead."
+        )
     if output.ndim == 2:
         return output, ()
     if output.ndim == 3 and not channels_first:  # (B, T, C) tokens
@@ -51,8 +53,16 @@ def to_samples(
 
 def is_channels_first(module: nn.Module) -> bool:
     """Whether a 3-D output of ``module`` is (B, C, L) (convolution-like) rather than (B, T, C)."""
-    kinds = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.MaxPool1d, nn.AvgPool1d,
-             nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.InstanceNorm1d)
+    kinds = (
+        nn.Conv1d,
+        nn.ConvTranspose1d,
+        nn.BatchNorm1d,
+        nn.MaxPool1d,
+        nn.AvgPool1d,
+        nn.AdaptiveAvgPool1d,
+        nn.AdaptiveMaxPool1d,
+        nn.InstanceNorm1d,
+    )
     if isinstance(module, kinds):
         return True
     if isinstance(module, nn.Sequential) and len(module) > 0:

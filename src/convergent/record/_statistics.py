@@ -172,8 +172,13 @@ class Statistics:
                     f"No statistics for layers {missing} in {directory}. Layers: "
                     f"{list(manifest['layers'])}."
                 )
-        return cls(out, list(manifest["nets"]), int(manifest["num_inputs"]),
-                   dict(manifest.get("settings", {})), dict(manifest.get("info", {})))
+        return cls(
+            out,
+            list(manifest["nets"]),
+            int(manifest["num_inputs"]),
+            dict(manifest.get("settings", {})),
+            dict(manifest.get("info", {})),
+        )
 
 
 def _verify(path: Path, expected: str) -> None:

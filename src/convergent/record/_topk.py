@@ -16,7 +16,9 @@ class TopK:
 
     def __init__(self, units: int, k: int = 9) -> None:
         if int(k) != k or k < 1:
-            raise ValueError(f"The 'k' parameter of TopK must be an integer >= 1. Got {k!r} instead.")
+            raise ValueError(
+                f"The 'k' parameter of TopK must be an integer >= 1. Got {k!r} instead."
+            )
         self.units, self.k = int(units), int(k)
         self.value = np.full((self.units, self.k), -np.inf)
         self.index = np.full((self.units, self.k), -1, dtype=np.int64)
@@ -30,8 +32,9 @@ class TopK:
         self.index = np.take_along_axis(index, order, axis=1)
         self.position = np.take_along_axis(position, order, axis=1)
 
-    def update(self, values: torch.Tensor | np.ndarray, input_index: np.ndarray,
-               position: np.ndarray) -> TopK:
+    def update(
+        self, values: torch.Tensor | np.ndarray, input_index: np.ndarray, position: np.ndarray
+    ) -> TopK:
         """Add a batch: ``values`` (n, units); ``input_index`` and ``position`` (n,) per sample.
 
         Rows must be in (input index, position) order within the batch, as :func:`to_samples` makes
@@ -56,7 +59,9 @@ class TopK:
         chosen = above | (tied & (torch.cumsum(tied, dim=0) <= room))
         unit_ids, rows = torch.nonzero(chosen.T, as_tuple=True)
         rows = rows.reshape(self.units, m).cpu().numpy()
-        cand_val = values.T.gather(1, torch.as_tensor(rows, device=values.device)).double().cpu().numpy()
+        cand_val = (
+            values.T.gather(1, torch.as_tensor(rows, device=values.device)).double().cpu().numpy()
+        )
         input_index = np.asarray(input_index, dtype=np.int64)
         position = np.asarray(position, dtype=np.int64)
         self._keep_best(

@@ -56,7 +56,9 @@ class Moments:
 
     def __init__(self, dim: int, *, exact: bool = False) -> None:
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
-            raise ValueError(f"The 'dim' parameter of Moments must be an integer >= 1. Got {dim!r} instead.")
+            raise ValueError(
+                f"The 'dim' parameter of Moments must be an integer >= 1. Got {dim!r} instead."
+            )
         self.dim = int(dim)
         self.exact = bool(exact)
         self.metadata: dict[str, Any] = {}
@@ -122,9 +124,14 @@ class Moments:
             if x.device.type == "cpu":
                 x = x.detach().numpy()
         elif isinstance(x, np.ndarray):
-            if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) \
-                    or np.iscomplexobj(x):
-                raise TypeError(f"Moments.update expects real numeric data. Got dtype {x.dtype} instead.")
+            if (
+                x.dtype == object
+                or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool)
+                or np.iscomplexobj(x)
+            ):
+                raise TypeError(
+                    f"Moments.update expects real numeric data. Got dtype {x.dtype} instead."
+                )
         else:
             raise TypeError(
                 f"Moments.update expects a NumPy array or a torch tensor. Got {type(x).__name__} instead."
@@ -143,8 +150,11 @@ class Moments:
             # CPU: all in NumPy, whose matmul runs x^T x as a symmetric rank-k update (BLAS syrk,
             # half the flops of a general product); one BLAS thread pool (mixing torch's OpenMP
             # pool with NumPy's in one update makes each spin while the other works)
-            want = np.float64 if (self.exact or x.dtype == np.float64
-                                  or not np.issubdtype(x.dtype, np.floating)) else np.float32
+            want = (
+                np.float64
+                if (self.exact or x.dtype == np.float64 or not np.issubdtype(x.dtype, np.floating))
+                else np.float32
+            )
             x = np.ascontiguousarray(x, dtype=want)
             if self._work is None or self._work.shape[0] < n or self._work.dtype != x.dtype:
                 self._work = np.empty((n, self.dim), dtype=x.dtype)
@@ -160,8 +170,11 @@ class Moments:
             precision = "float64" if x.dtype == torch.float64 else "float32"
         if not np.isfinite(resid).all():
             # NaN or inf anywhere in a column makes its sum non-finite: find and report them
-            bad = np.flatnonzero(~np.isfinite(np.asarray(
-                x.cpu().numpy() if isinstance(x, torch.Tensor) else x)).all(axis=0)).tolist()
+            bad = np.flatnonzero(
+                ~np.isfinite(np.asarray(x.cpu().numpy() if isinstance(x, torch.Tensor) else x)).all(
+                    axis=0
+                )
+            ).tolist()
             if bad:
                 self._reject(bad)
             raise ValueError(
@@ -209,7 +222,9 @@ class Moments:
         if not isinstance(other, Moments):
             raise TypeError(f"Moments.merge expects a Moments. Got {type(other).__name__} instead.")
         if other.dim != self.dim:
-            raise ValueError(f"Cannot merge Moments of dim {other.dim} into Moments of dim {self.dim}.")
+            raise ValueError(
+                f"Cannot merge Moments of dim {other.dim} into Moments of dim {self.dim}."
+            )
         if other._count == 0:
             return self
         self._ensure()
@@ -297,7 +312,9 @@ class Moments:
             return False
         if self._count == 0:
             return True
-        return bool(np.array_equal(self.mean, other.mean) and np.array_equal(self.comoment, other.comoment))
+        return bool(
+            np.array_equal(self.mean, other.mean) and np.array_equal(self.comoment, other.comoment)
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -316,8 +333,14 @@ class Moments:
         save_arrays(
             path,
             {"count": np.array([self._count], dtype=np.int64), "mean": mean, "comoment": comoment},
-            {"kind": _KIND, "format_version": 1, "dim": self.dim, "exact": self.exact,
-             "product_precision": self.product_precision, "metadata": self.metadata},
+            {
+                "kind": _KIND,
+                "format_version": 1,
+                "dim": self.dim,
+                "exact": self.exact,
+                "product_precision": self.product_precision,
+                "metadata": self.metadata,
+            },
         )
 
     @classmethod
@@ -325,15 +348,23 @@ class Moments:
         """Read a file written by :meth:`save`; refuses damaged or foreign files."""
         arrays, meta = load_arrays(path)
         if meta.get("kind") != _KIND:
-            raise CorruptFileError(f"{path} is not a convergent Moments file (kind {meta.get('kind')!r}).")
+            raise CorruptFileError(
+                f"{path} is not a convergent Moments file (kind {meta.get('kind')!r})."
+            )
         try:
             dim = int(meta["dim"])
             count = arrays["count"]
             mean, comoment = arrays["mean"], arrays["comoment"]
         except KeyError as exc:
             raise CorruptFileError(f"{path} lacks {exc} and cannot be read as Moments.") from exc
-        if count.shape != (1,) or mean.shape != (dim,) or comoment.shape != (dim, dim) \
-                or mean.dtype != np.float64 or comoment.dtype != np.float64 or int(count[0]) < 0:
+        if (
+            count.shape != (1,)
+            or mean.shape != (dim,)
+            or comoment.shape != (dim, dim)
+            or mean.dtype != np.float64
+            or comoment.dtype != np.float64
+            or int(count[0]) < 0
+        ):
             raise CorruptFileError(
                 f"{path} has inconsistent Moments arrays (count {count.shape}, mean {mean.shape} "
                 f"{mean.dtype}, comoment {comoment.shape} {comoment.dtype} for dim {dim})."

@@ -37,8 +37,11 @@ def all_merge(moments: Moments, group: object = None) -> Moments:
             "all_merge needs an initialised torch.distributed process group (run under torchrun)."
         )
     world = dist.get_world_size(group)
-    device = torch.device("cuda", torch.cuda.current_device()) \
-        if dist.get_backend(group) == "nccl" else torch.device("cpu")
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend(group) == "nccl"
+        else torch.device("cpu")
+    )
     dim = moments.dim
     count = torch.tensor([float(moments.count)], dtype=torch.float64, device=device)
     if moments.count:
@@ -48,7 +51,9 @@ def all_merge(moments: Moments, group: object = None) -> Moments:
         mean = torch.zeros(dim, dtype=torch.float64, device=device)
         comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)
     dims = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(world)]
-    dist.all_gather(dims, torch.tensor([float(dim)], dtype=torch.float64, device=device), group=group)
+    dist.all_gather(
+        dims, torch.tensor([float(dim)], dtype=torch.float64, device=device), group=group
+    )
     if any(int(d.item()) != dim for d in dims):
         raise ConvergentError(
             f"Ranks hold Moments of different dims {[int(d.item()) for d in dims]}; every rank "

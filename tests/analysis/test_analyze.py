@@ -1,0 +1,172 @@
+"""`convergent analyze` end to end on a tiny real zoo: results files, summary, MI, held-out, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from convergent import ConvergentError
+from convergent._io import load_arrays
+from convergent._pipeline import analyze_run, terminal_summary
+from convergent.analysis import AnalysisSettings, analyze_layer
+from convergent.cli import main
+from convergent.data import load_dataset
+from convergent.record import collect_run
+from convergent.train import TrainConfig, train_zoo
+from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair
+
+SETTINGS = AnalysisSettings(n_penalties=6, clusters=(2, 4))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    train_zoo(
+        root / "zoo",
+        arch="convnet",
+        model_kwargs={"width": 0.25},
+        dataset=load_dataset("digits", subset=300),
+        seeds=(0, 1, 2),
+        config=TrainConfig(epochs=3, batch_size=32),
+        progress=False,
+    )
+    collect_run(
+        root / "stats",
+        zoo=root / "zoo",
+        layers=["conv1", "conv3", "fc7"],
+        max_inputs=120,
+        progress=False,
+    )
+    collect_run(
+        root / "train-stats",
+        zoo=root / "zoo",
+        split="train",
+        layers=["conv1", "conv3", "fc7"],
+        max_inputs=120,
+        progress=False,
+    )
+    return root
+
+
+def test_analyze_writes_results_arrays_and_summary(run):
+    out = run / "results"
+    results = analyze_run(
+        run / "stats",
+        out,
+        settings=SETTINGS,
+        held_out=run / "train-stats",
+        mi=True,
+        mi_inputs=60,
+        progress=False,
+    )
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["config"]["settings"]["clusters"] == [2, 4]
+    assert on_disk["convergent_version"] and on_disk["nets"] == ["seed0", "seed1", "seed2"]
+    assert on_disk["pairs"] == ["seed0~seed1", "seed0~seed2", "seed1~seed2"]
+    assert set(on_disk["layers"]) == {"conv1", "conv3", "fc7"}
+    conv1 = on_disk["layers"]["conv1"]
+    pair = conv1["pairs"]["seed0~seed1"]
+    assert {"matching", "sparse", "spectral", "mi"} <= set(pair)
+    assert "mi" not in conv1["pairs"]["seed1~seed2"]  # MI for the first pair by default
+    assert 0 < pair["matching"]["bipartite_mean"] <= pair["matching"]["semi_mean"] <= 1
+    assert "held_out_mean_error" in pair["sparse"]
+    assert conv1["summary"]["matching/semi_mean"]["pairs"] == 3
+    assert conv1["info"]["samples"] == 120 * 64 and conv1["info"]["units"]["seed0"] == 8
+    # one summary row per layer, in CSV too
+    assert [r["layer"] for r in on_disk["summary"]] == ["conv1", "conv3", "fc7"]
+    assert (out / "summary.csv").read_text().splitlines()[0].startswith("layer,")
+    arrays, meta = load_arrays(out / "arrays" / "conv1.safetensors")
+    assert meta["layer"] == "conv1"
+    assert arrays["seed0~seed1/matching/bipartite_permutation"].shape == (8,)
+    assert arrays["seed0~seed1/sparse/coef"].shape == (6, 8, 8)
+    assert arrays["seed0~seed1/mi/matrix"].shape == (8, 8)
+    assert arrays["topk/index"].shape == (24, 9)
+    table = terminal_summary(results)
+    assert "conv3" in table and "bipartite" in table
+    # no NaN anywhere: JSON was written with allow_nan=False
+    # re-running with the same inputs reuses the results; other settings are refused
+    again = analyze_run(
+        run / "stats",
+        out,
+        settings=SETTINGS,
+        held_out=run / "train-stats",
+        mi=True,
+        mi_inputs=60,
+        progress=False,
+    )
+    assert again["seconds"] == on_disk["seconds"]
+    with pytest.raises(ConvergentError, match="already holds results"):
+        analyze_run(run / "stats", out, settings=AnalysisSettings(), progress=False)
+
+
+def test_cli_analyze(run, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "analyze",
+                str(run / "stats"),
+                "--out",
+                str(tmp_path / "r"),
+                "--layers",
+                "conv3",
+                "--clusters",
+                "2",
+                "--n-penalties",
+                "5",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "conv3" in text and "results:" in text
+    assert main(["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
+    assert "is not a statistics directory" in capsys.readouterr().err
+
+
+def test_one_net_is_a_clear_error_not_nan():
+    a, _, _ = permuted_pair(d=6)
+    layer = FakeLayer("fc1", joint_moments(a))
+    with pytest.raises(ConvergentError, match="comparing needs at least 2"):
+        analyze_layer(layer, SETTINGS)
+
+
+def test_constant_layer_and_dead_units_give_finite_results():
+    rng = np.random.default_rng(0)
+    a = np.maximum(rng.normal(size=(500, 6)), 0)
+    a[:, 0] = 0.0
+    b = np.zeros((500, 6))  # a wholly constant (dead) layer in net B
+    layer = FakeLayer("fc1", joint_moments(a, b))
+    result = analyze_layer(layer, SETTINGS)
+    pair = result.pairs["net0~net1"]
+    assert pair["matching"]["dead_b"] == 6 and pair["matching"]["dead_a"] == 1
+    assert pair["matching"]["bipartite_mean"] == 0.0
+    json.dumps(pair, allow_nan=False)
+    assert all(np.isfinite(v).all() for v in result.arrays.values())
+
+
+def test_held_out_of_other_nets_is_refused(run, tmp_path):
+    collect_run(
+        tmp_path / "other", zoo=run / "zoo", layers=["conv1"], max_inputs=20, progress=False
+    )
+    with pytest.raises(ValueError, match=r"held-out statistics lack layers \['conv3', 'fc7'\]"):
+        analyze_run(
+            run / "stats",
+            tmp_path / "r",
+            settings=SETTINGS,
+            held_out=tmp_path / "other",
+            progress=False,
+        )
+    manifest = json.loads((tmp_path / "other" / "manifest.json").read_text())
+    manifest["nets"] = ["x", "y", "z"]
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"held-out statistics are of nets \['x', 'y', 'z'\]"):
+        analyze_run(
+            run / "stats",
+            tmp_path / "r",
+            settings=SETTINGS,
+            held_out=tmp_path / "other",
+            layers=["conv1"],
+            progress=False,
+        )
