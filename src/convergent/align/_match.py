@@ -108,7 +108,9 @@ def weight_matching(
 
     Maximises the summed inner product of A's weights with B's permuted weights over every
     (parameter, axis) of every group; stops when a full sweep improves nothing (a local optimum).
-    Deterministic for a given ``seed`` (which sets the order of the groups in each sweep).
+    Starts from a forward pass that solves the groups in graph order, each from the parameter axes
+    whose other axes are already solved (or never permuted), which recovers an exact permutation of
+    the same net outright. Deterministic for a given ``seed`` (the order of groups in each sweep).
     """
     import time
 
@@ -116,6 +118,22 @@ def weight_matching(
     rng = np.random.default_rng(seed)
     names = list(spec.groups)
     perms = spec.identity()
+    owners: dict[str, set[str]] = {}
+    for name, group in spec.groups.items():
+        for param, *_ in group.axes:
+            owners.setdefault(param, set()).add(name)
+    solved: set[str] = set()
+    for name in names:  # groups are listed in the order the forward pass creates them
+        group = spec.groups[name]
+        permuted_b = apply_permutation(state_b, spec, {**perms, name: np.arange(group.size)})
+        cost = np.zeros((group.size, group.size))
+        for param, axis, offset, repeat in group.axes:
+            if owners[param] - {name} <= solved:
+                wa = _group_rows(state_a[param], axis, offset, group.size, repeat)
+                wb = _group_rows(permuted_b[param], axis, offset, group.size, repeat)
+                cost += wa @ wb.T
+        perms[name] = _assign(cost)
+        solved.add(name)
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported
         improved = False
