@@ -28,8 +28,15 @@ def _trained(arch: str, **kw) -> torch.nn.Module:
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, train_net
 
-    model, _ = train_net("net", arch, load_dataset("digits", subset=300), seeds={"init": 0, "order": 0},
-                         config=TrainConfig(epochs=2, batch_size=32), model_kwargs=kw, progress=False)
+    model, _ = train_net(
+        "net",
+        arch,
+        load_dataset("digits", subset=300),
+        seeds={"init": 0, "order": 0},
+        config=TrainConfig(epochs=2, batch_size=32),
+        model_kwargs=kw,
+        progress=False,
+    )
     return model.eval()
 
 
@@ -52,8 +59,10 @@ def _identity_after(spec, model, other, perms) -> bool:
     return all(torch.allclose(back[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize(("arch", "kw"), [("mlp", {"width": 32}), ("convnet", {"width": 0.25}),
-                                          ("resnet", {"width": 0.5})])
+@pytest.mark.parametrize(
+    ("arch", "kw"),
+    [("mlp", {"width": 32}), ("convnet", {"width": 0.25}), ("resnet", {"width": 0.5})],
+)
 def test_weight_matching_recovers_a_planted_permutation_of_a_trained_net(arch, kw):
     model, other, spec, planted, _ = _planted(arch, trained=True, **kw)
     alignment = weight_matching(spec, model.state_dict(), other.state_dict())
@@ -70,7 +79,9 @@ def test_activation_matching_recovers_a_planted_permutation(kind):
     for name, group in spec.groups.items():
         ls = stats[group.layers[-1]]
         m = ls.moments
-        sims[name] = similarity_from_moments(m.mean, m.cov(ddof=0), ls.units("a"), ls.units("b"), kind)
+        sims[name] = similarity_from_moments(
+            m.mean, m.cov(ddof=0), ls.units("a"), ls.units("b"), kind
+        )
     alignment = match_from_similarities(sims, spec)
     assert _identity_after(spec, model, other, alignment.perms)
     with pytest.raises(ValueError, match="'kind' parameter must be one of"):
@@ -84,18 +95,35 @@ def test_interpolation_endpoints_are_exact_and_self_barrier_is_zero():
     for k in sa:
         assert torch.equal(interpolate_state(sa, sb, 0.0)[k], sa[k])
         assert torch.equal(interpolate_state(sa, sb, 1.0)[k], sb[k])
-    same = interpolation_curve(model, copy.deepcopy(model), {"test": (x, y)}, points=5,
-                               progress=False)
+    same = interpolation_curve(
+        model, copy.deepcopy(model), {"test": (x, y)}, points=5, progress=False
+    )
     assert same.barriers["test"]["loss"] == pytest.approx(0.0, abs=1e-6)
     assert same.barriers["test"]["accuracy"] == pytest.approx(0.0, abs=1e-9)
-    curve = interpolation_curve(model, other, {"test": (x, y)}, points=3, repair_mode="reset-bn",
-                                calibration=x, progress=False)
+    curve = interpolation_curve(
+        model,
+        other,
+        {"test": (x, y)},
+        points=3,
+        repair_mode="reset-bn",
+        calibration=x,
+        progress=False,
+    )
     d = curve.to_dict()
     assert d["definitions"]["loss"].startswith("max_alpha") and len(d["alphas"]) == 3
     # the permuted copy computes the same function: the endpoints agree
-    assert curve.curves["test"]["loss"][0] == pytest.approx(curve.curves["test"]["loss"][-1], abs=1e-5)
-    repaired = interpolation_curve(model, other, {"test": (x, y)}, points=3, repair_mode="repair",
-                                   calibration=x, progress=False)
+    assert curve.curves["test"]["loss"][0] == pytest.approx(
+        curve.curves["test"]["loss"][-1], abs=1e-5
+    )
+    repaired = interpolation_curve(
+        model,
+        other,
+        {"test": (x, y)},
+        points=3,
+        repair_mode="repair",
+        calibration=x,
+        progress=False,
+    )
     assert np.isfinite(repaired.curves["test"]["loss"]).all()
     with pytest.raises(ValueError, match="'repair' parameter must be one of"):
         interpolation_curve(model, other, {"test": (x, y)}, repair_mode="magic")
