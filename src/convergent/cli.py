@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="a unit is unique when its best |corr| with the other net is below this",
     )
-    p.add_argument("--n-penalties", type=int, default=20, help="sparse-prediction path length")
+    p.add_argument("--n-penalties", type=int, default=12, help="sparse-prediction path length")
     p.add_argument("--clusters", default="2,4,8,16", help="spectral cluster counts")
     p.add_argument("--affinity", default="absolute", choices=["absolute", "shift"])
     p.add_argument("--seed", type=int, default=0)

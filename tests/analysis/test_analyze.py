@@ -141,7 +141,7 @@ def test_constant_layer_and_dead_units_give_finite_results():
     result = analyze_layer(layer, SETTINGS)
     pair = result.pairs["net0~net1"]
     assert pair["matching"]["dead_b"] == 6 and pair["matching"]["dead_a"] == 1
-    assert pair["matching"]["bipartite_mean"] == 0.0
+    assert pair["matching"]["bipartite_mean"] == 0.0 and pair["matching"]["agreement"] == 0.0
     json.dumps(pair, allow_nan=False)
     assert all(np.isfinite(v).all() for v in result.arrays.values())
 

@@ -102,11 +102,12 @@ def test_compare_pair_reports_everything_and_dead_units_are_not_nan():
     pm = compare_pair(m, (0, 12), (12, 24), names=("x", "y"), thresholds=(0.5, 0.9))
     d = pm.to_dict()
     assert d["net_a"] == "x" and d["units_a"] == 12 and d["dead_b"] == 1 and d["dead_a"] == 0
-    assert 0 < d["bipartite_mean"] <= d["semi_mean"] <= 1
-    assert d["agreement"] == pytest.approx(11 / 12)
-    # the dead B unit correlates with nothing: it is unique (matches no A unit), with score 0
-    assert pm.unique_b.tolist() == [3]
-    assert pm.bipartite.score[pm.bipartite.partner == 3].tolist() == [0.0]
+    # the A unit whose planted partner died has no partner in the bipartite matching (12 vs 11 live)
+    assert 0 < d["semi_mean"] <= 1 and 0.9 < d["bipartite_mean"] <= 1
+    # the dead B unit is left out: nobody is matched to it, 11 A units get their planted partner
+    assert 3 not in pm.bipartite.partner.tolist() and 3 not in pm.semi.partner.tolist()
+    assert pm.unique_b.tolist() == [] and pm.semi_reverse.partner[3] == -1
+    assert pm.bipartite.matched.sum() == 11 and pm.semi.matched.all()
     assert d["bipartite_above"]["0.5"] == pytest.approx(11 / 12)
     arrays = pm.arrays()
     assert all(np.isfinite(v).all() for v in arrays.values())

@@ -34,7 +34,7 @@ class AnalysisSettings:
     unique_threshold: float = 0.5
     absolute: bool = False
     penalties: tuple[float, ...] | None = None
-    n_penalties: int = 20
+    n_penalties: int = 12
     clusters: tuple[int, ...] = (2, 4, 8, 16)
     affinity: str = "absolute"
     seed: int = 0

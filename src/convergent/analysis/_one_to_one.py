@@ -174,22 +174,25 @@ class PairMatching:
 
     @property
     def agreement(self) -> float:
-        """Fraction of A units whose semi-matching partner is also their bipartite partner."""
-        return float((self.semi.partner == self.bipartite.partner).mean())
+        """Fraction of (live) A units whose semi-matching partner is also their bipartite partner."""
+        live = self.semi.matched
+        if not live.any():
+            return 0.0
+        return float((self.semi.partner[live] == self.bipartite.partner[live]).mean())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able scalar summary (no NaN)."""
-        n_a = len(self.semi.partner)
+        n_a = max(int(self.semi.matched.sum()), 1)  # shares are of live units
         return {
             "net_a": self.net_a,
             "net_b": self.net_b,
-            "units_a": n_a,
+            "units_a": len(self.semi.partner),
             "units_b": len(self.semi_reverse.partner),
             "semi_mean": self.semi.mean,
             "semi_reverse_mean": self.semi_reverse.mean,
             "bipartite_mean": self.bipartite.mean,
-            "within_a_mean": float(self.within_a.mean()),
-            "within_b_mean": float(self.within_b.mean()),
+            "within_a_mean": float(self.within_a.mean()) if self.within_a.size else 0.0,
+            "within_b_mean": float(self.within_b.mean()) if self.within_b.size else 0.0,
             "agreement": self.agreement,
             "semi_above": {k: v / n_a for k, v in self.semi.count_above(self.thresholds).items()},
             "bipartite_above": {
@@ -240,38 +243,84 @@ def compare_pair(
         Where each net's units sit in ``corr``.
     thresholds : sequence of float
         Report the fraction of A units matched at least this well.
-    unique_threshold : float
-        A unit is *unique* when its best |correlation| with any unit of the other net is below
-        this (default 0.5: less than a quarter of its variance is shared with any single unit).
     dead : sequence of int
-        Joint indices of dead units (reported; their correlations are 0).
+        Joint indices of dead (zero-variance) units: reported, and left out of the matchings (their
+        partner is -1), the means and the shares, since they carry no signal.
+    unique_threshold : float
+        A live unit is *unique* when its best |correlation| with any unit of the other net is below
+        this (default 0.5: less than a quarter of its variance is shared with any single unit).
     """
     if hasattr(corr, "corr") and callable(corr.corr):
         dead = list(dead) or list(corr.dead_units())
         corr = corr.corr()
     full = _as_matrix(corr)
-    a, b = slice(*range_a), slice(*range_b)
-    between = full[a, b]
-    semi = semi_matching(between, absolute=absolute)
-    semi_reverse = semi_matching(between.T, absolute=absolute)
-    bip = bipartite_matching(between, absolute=absolute)
-    best_a = np.abs(between).max(axis=1)
-    best_b = np.abs(between).max(axis=0)
     dead = np.asarray(dead, dtype=np.int64)
+    d_a, d_b = range_a[1] - range_a[0], range_b[1] - range_b[0]
+    dead_a = dead[(dead >= range_a[0]) & (dead < range_a[1])] - range_a[0]
+    dead_b = dead[(dead >= range_b[0]) & (dead < range_b[1])] - range_b[0]
+    # dead units carry no signal: they are reported, and left out of the matchings and their means
+    live_a = np.setdiff1d(np.arange(d_a), dead_a)
+    live_b = np.setdiff1d(np.arange(d_b), dead_b)
+    between = full[range_a[0] + live_a][:, range_b[0] + live_b]
+    if live_a.size and live_b.size:
+        semi = _expand(semi_matching(between, absolute=absolute), live_a, live_b, d_a, d_b)
+        semi_reverse = _expand(
+            semi_matching(between.T, absolute=absolute), live_b, live_a, d_b, d_a
+        )
+        bip = _expand(bipartite_matching(between, absolute=absolute), live_a, live_b, d_a, d_b)
+        best_a, best_b = np.abs(between).max(axis=1), np.abs(between).max(axis=0)
+    else:
+        semi, bip = (
+            _unmatched(d_a, d_b, "semi", absolute),
+            _unmatched(d_a, d_b, "bipartite", absolute),
+        )
+        semi_reverse = _unmatched(d_b, d_a, "semi", absolute)
+        best_a, best_b = np.zeros(live_a.size), np.zeros(live_b.size)
+
+    def within(live: np.ndarray, start: int) -> np.ndarray:
+        if live.size < 2:
+            return np.zeros(live.size)
+        idx = start + live
+        return within_net_baseline(full[np.ix_(idx, idx)], absolute=absolute)
+
     return PairMatching(
         names[0],
         names[1],
         semi,
         semi_reverse,
         bip,
-        within_net_baseline(full[a, a], absolute=absolute),
-        within_net_baseline(full[b, b], absolute=absolute),
+        within(live_a, range_a[0]),
+        within(live_b, range_b[0]),
         tuple(float(t) for t in thresholds),
         float(unique_threshold),
-        np.flatnonzero(best_a < unique_threshold),
-        np.flatnonzero(best_b < unique_threshold),
-        dead[(dead >= range_a[0]) & (dead < range_a[1])] - range_a[0],
-        dead[(dead >= range_b[0]) & (dead < range_b[1])] - range_b[0],
+        live_a[best_a < unique_threshold],
+        live_b[best_b < unique_threshold],
+        dead_a,
+        dead_b,
+    )
+
+
+def _expand(
+    result: MatchResult, rows: np.ndarray, cols: np.ndarray, d_rows: int, d_cols: int
+) -> MatchResult:
+    """A matching of a sub-block (live units) mapped back to the full unit indices."""
+    partner = np.full(d_rows, -1, dtype=np.int64)
+    score = np.zeros(d_rows)
+    matched = np.zeros(d_rows, dtype=bool)
+    partner[rows[result.matched]] = cols[result.partner[result.matched]]
+    score[rows] = result.score
+    matched[rows] = result.matched
+    return MatchResult(partner, score, matched, result.method, result.absolute, d_cols)
+
+
+def _unmatched(d_rows: int, d_cols: int, method: str, absolute: bool) -> MatchResult:
+    return MatchResult(
+        np.full(d_rows, -1, dtype=np.int64),
+        np.zeros(d_rows),
+        np.zeros(d_rows, dtype=bool),
+        method,
+        absolute,
+        d_cols,
     )
 
 
