@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="networkx seconds per size")
     args = parser.parse_args()
     bench_matching([96, 256] if args.quick else [96, 256, 512, 1024], args.budget)
-    bench_sparse(64 if args.quick else 256, 20_000 if args.quick else 100_000)
+    bench_sparse(64 if args.quick else 128, 20_000 if args.quick else 50_000)
     bench_spectral(128 if args.quick else 512)
 
 

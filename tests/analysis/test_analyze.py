@@ -12,10 +12,9 @@ from convergent._io import load_arrays
 from convergent._pipeline import analyze_run, terminal_summary
 from convergent.analysis import AnalysisSettings, analyze_layer
 from convergent.cli import main
-from convergent.data import load_dataset
 from convergent.record import collect_run
-from convergent.train import TrainConfig, train_zoo
 from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair
+from tests.helpers.tiny import tiny_zoo
 
 SETTINGS = AnalysisSettings(n_penalties=6, clusters=(2, 4))
 
@@ -23,15 +22,7 @@ SETTINGS = AnalysisSettings(n_penalties=6, clusters=(2, 4))
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    train_zoo(
-        root / "zoo",
-        arch="convnet",
-        model_kwargs={"width": 0.25},
-        dataset=load_dataset("digits", subset=300),
-        seeds=(0, 1, 2),
-        config=TrainConfig(epochs=3, batch_size=32),
-        progress=False,
-    )
+    tiny_zoo(root / "zoo", seeds=(0, 1, 2), epochs=3, subset=300)
     collect_run(
         root / "stats",
         zoo=root / "zoo",

@@ -6,23 +6,14 @@ import pytest
 
 from convergent import ConvergentError
 from convergent.cli import main
-from convergent.data import load_dataset
 from convergent.record import Statistics, collect_run
-from convergent.train import TrainConfig, train_zoo
+from tests.helpers.tiny import tiny_zoo
 
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo")
-    train_zoo(
-        out,
-        arch="convnet",
-        model_kwargs={"width": 0.25},
-        dataset=load_dataset("digits", subset=100),
-        seeds=(0, 1),
-        config=TrainConfig(epochs=1, batch_size=32),
-        progress=False,
-    )
+    tiny_zoo(out)
     return out
 
 

@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from convergent.data import load_dataset
 from convergent.record import Statistics, collect_run
-from convergent.train import TrainConfig, train_zoo
+from tests.helpers.tiny import tiny_zoo
 
 
 def _free_port() -> int:
@@ -24,15 +23,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_process_collect_equals_single_process(tmp_path):
     zoo = tmp_path / "zoo"
-    train_zoo(
-        zoo,
-        arch="convnet",
-        model_kwargs={"width": 0.25},
-        dataset=load_dataset("digits", subset=100),
-        seeds=(0, 1),
-        config=TrainConfig(epochs=1, batch_size=32),
-        progress=False,
-    )
+    tiny_zoo(zoo)
     single = collect_run(
         tmp_path / "single",
         zoo=zoo,
