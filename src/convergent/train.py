@@ -80,7 +80,7 @@ class TrainConfig:
 
 #: Default hyper-parameters per dataset, chosen so that the default ``convnet`` trains well.
 DEFAULT_CONFIGS: dict[str, TrainConfig] = {
-    "digits": TrainConfig(epochs=20, batch_size=64, lr=0.02),
+    "digits": TrainConfig(epochs=20, batch_size=64, lr=0.01),
     "mnist": TrainConfig(epochs=8, batch_size=128, lr=0.02),
     "fashion-mnist": TrainConfig(epochs=12, batch_size=128, lr=0.02),
     "cifar10": TrainConfig(epochs=30, batch_size=128, lr=0.02),
