@@ -122,8 +122,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--budget", type=float, default=120.0, help="networkx seconds per size")
+    parser.add_argument("--skip-matching", action="store_true")
     args = parser.parse_args()
-    bench_matching([96, 256] if args.quick else [96, 256, 512, 1024], args.budget)
+    if not args.skip_matching:
+        bench_matching([96, 256] if args.quick else [96, 256, 512, 1024], args.budget)
     bench_sparse(64 if args.quick else 128, 20_000 if args.quick else 50_000)
     bench_spectral(128 if args.quick else 512)
 

@@ -326,15 +326,33 @@ def sparse_prediction(
         raise ValueError(
             f"The 'penalties' parameter must be positive finite numbers. Got {penalties!r}."
         )
-    lipschitz = float(np.linalg.eigvalsh(gram)[-1])
+    lipschitz = 1.0
     order = np.argsort(-penalties, kind="stable")
     penalties = penalties[order]
     coefs, errors, nonzero, iters = [], [], [], []
-    w = None
+    # dead sources get coefficient 0 and dead targets error 0: solve on the live block only
+    live_s = np.flatnonzero(live[source])
+    live_tt = np.flatnonzero(live_t)
+    sub_gram = gram[np.ix_(live_s, live_s)]
+    sub_cross = cross[np.ix_(live_s, live_tt)]
+    if live_s.size:
+        lipschitz = float(np.linalg.eigvalsh(sub_gram)[-1])
+    w_sub = None
     for alpha in penalties:
-        w, it, _ = lasso_gram(
-            gram, cross, float(alpha), coef=w, tol=tol, max_iter=max_iter, lipschitz=lipschitz
-        )
+        it = 0
+        if live_s.size and live_tt.size:
+            w_sub, it, _ = lasso_gram(
+                sub_gram,
+                sub_cross,
+                float(alpha),
+                coef=w_sub,
+                tol=tol,
+                max_iter=max_iter,
+                lipschitz=lipschitz,
+            )
+        w = np.zeros_like(cross)
+        if w_sub is not None:
+            w[np.ix_(live_s, live_tt)] = w_sub
         err = 1.0 - 2.0 * np.einsum("pt,pt->t", cross, w) + np.einsum("pt,pt->t", w, gram @ w)
         coefs.append(w.copy())
         errors.append(np.where(live_t, np.maximum(err, 0.0), 0.0))
