@@ -304,7 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-penalties", type=int, default=12, help="sparse-prediction path length")
     p.add_argument("--clusters", default="2,4,8,16", help="spectral cluster counts")
-    p.add_argument("--affinity", default="absolute", choices=["absolute", "shift"])
+    p.add_argument(
+        "--affinity",
+        default="absolute",
+        choices=["absolute", "positive", "signed-shift", "squared"],
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--mi",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.stats import ortho_group
 
@@ -72,3 +74,51 @@ class FakeLayer:
         self.name = name
         self.moments = moments
         self.unit_ranges = {k: tuple(v) for k, v in moments.metadata["unit_ranges"].items()}
+
+
+class ArrayMoments:
+    """Stand-in for ``convergent.stats.Moments`` built from an array in one two-pass computation.
+
+    Same read-outs: ``dim``, ``count``, ``mean``, ``comoment``, ``var``, ``std``, ``cov``, ``corr``,
+    ``dead_units``, ``subset``, ``metadata``. Dead units: variance 0 or std <= 1e-12 |mean|.
+    """
+
+    def __init__(self, count: int, mean: np.ndarray, comoment: np.ndarray) -> None:
+        self.count = int(count)
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.comoment = np.asarray(comoment, dtype=np.float64)
+        self.dim = len(self.mean)
+        self.metadata: dict[str, Any] = {}
+
+    @classmethod
+    def from_array(cls, x: np.ndarray) -> ArrayMoments:
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(axis=0)
+        centred = x - mean
+        return cls(len(x), mean, centred.T @ centred)
+
+    def cov(self, ddof: int = 1) -> np.ndarray:
+        return self.comoment / (self.count - ddof)
+
+    def var(self, ddof: int = 0) -> np.ndarray:
+        return np.diag(self.cov(ddof)).copy()
+
+    def std(self, ddof: int = 0) -> np.ndarray:
+        return np.sqrt(np.clip(self.var(ddof), 0.0, None))
+
+    def dead_units(self) -> np.ndarray:
+        std = self.std(0)
+        return np.flatnonzero((std == 0) | (std <= 1e-12 * np.abs(self.mean)))
+
+    def corr(self) -> np.ndarray:
+        std = self.std(0)
+        alive = np.ones(self.dim, dtype=bool)
+        alive[self.dead_units()] = False
+        inv = np.where(alive, 1.0 / np.where(alive, std, 1.0), 0.0)
+        out = np.clip(self.cov(0) * np.outer(inv, inv), -1.0, 1.0)
+        np.fill_diagonal(out, 1.0)
+        return out
+
+    def subset(self, index: Any) -> ArrayMoments:
+        idx = np.atleast_1d(np.arange(self.dim)[index])
+        return ArrayMoments(self.count, self.mean[idx], self.comoment[np.ix_(idx, idx)])

@@ -10,7 +10,6 @@ from convergent.analysis._layer import (
     pair_key,
     summary_row,
 )
-from convergent.analysis._many_to_many import ClusterResult, cluster_pair, spectral_clustering
 from convergent.analysis._means import MeanActivations, compare_means
 from convergent.analysis._mi import (
     JointHistogram,
@@ -18,12 +17,6 @@ from convergent.analysis._mi import (
     mutual_information,
     mutual_information_matrix,
     quantile_edges,
-)
-from convergent.analysis._one_to_many import (
-    SparsePredictionResult,
-    errors_at_nonzero,
-    lasso_gram,
-    sparse_prediction,
 )
 from convergent.analysis._one_to_one import (
     MatchResult,
@@ -34,22 +27,41 @@ from convergent.analysis._one_to_one import (
     summarize_pairs,
     within_net_baseline,
 )
+from convergent.analysis._sparse import (
+    LassoFit,
+    SparsePredictionResult,
+    default_penalties,
+    errors_at_nonzero,
+    lasso_gram,
+    sparse_prediction,
+)
+from convergent.analysis._spectral import (
+    ClusterPairResult,
+    PairClustering,
+    affinity_matrix,
+    cluster_pair,
+    spectral_clustering,
+)
 
 __all__ = [
     "AnalysisSettings",
-    "ClusterResult",
+    "ClusterPairResult",
     "JointHistogram",
+    "LassoFit",
     "LayerResult",
     "MatchResult",
     "MeanActivations",
     "MutualInformation",
+    "PairClustering",
     "PairMatching",
     "SparsePredictionResult",
+    "affinity_matrix",
     "analyze_layer",
     "bipartite_matching",
     "cluster_pair",
     "compare_means",
     "compare_pair",
+    "default_penalties",
     "errors_at_nonzero",
     "lasso_gram",
     "layer_summary_table",

@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 
 from convergent._errors import ConvergentError
-from convergent.analysis._many_to_many import cluster_pair
 from convergent.analysis._means import compare_means
-from convergent.analysis._one_to_many import sparse_prediction
 from convergent.analysis._one_to_one import (
     bipartite_matching,
     compare_pair,
     semi_matching,
     summarize_pairs,
 )
+from convergent.analysis._sparse import errors_at_nonzero, sparse_prediction
+from convergent.analysis._spectral import cluster_pair
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class AnalysisSettings:
     absolute: bool = False
     penalties: tuple[float, ...] | None = None
     n_penalties: int = 12
+    #: duality gap of the Lasso solver, in units of each target's variance (errors are exact to it)
+    sparse_tol: float = 1e-6
     clusters: tuple[int, ...] = (2, 4, 8, 16)
     affinity: str = "absolute"
     seed: int = 0
@@ -46,6 +48,7 @@ class AnalysisSettings:
             "absolute": self.absolute,
             "penalties": list(self.penalties) if self.penalties else None,
             "n_penalties": self.n_penalties,
+            "sparse_tol": self.sparse_tol,
             "clusters": list(self.clusters),
             "affinity": self.affinity,
             "seed": self.seed,
@@ -140,18 +143,51 @@ def analyze_layer(
             settings.penalties,
             held_out=held_moments,
             n_penalties=settings.n_penalties,
+            tol=settings.sparse_tol,
         )
-        width = min(ra[1] - ra[0], rb[1] - rb[0])
+        live = np.ones(moments.dim, dtype=bool)
+        live[dead] = False
+        width = min(int(live[slice(*ra)].sum()), int(live[slice(*rb)].sum()))
         counts = [k for k in settings.clusters if k <= width]
         clusters = (
-            cluster_pair(corr, ra, rb, counts, settings.seed, affinity=settings.affinity, dead=dead)
+            cluster_pair(
+                corr, ra, rb, counts, settings.seed, affinity=settings.affinity
+            ).clusterings
             if counts
             else []
         )
+        sparse_summary = sparse.to_dict(per_target=False)
         record = {
             "matching": match.to_dict(),
-            "sparse": sparse.to_dict(),
-            "spectral": [c.to_dict() for c in clusters],
+            "sparse": {
+                "penalties": sparse.penalties.tolist(),
+                "mean_error": sparse.mean_error().tolist(),
+                "mean_nonzero": sparse.mean_nonzero().tolist(),
+                "held_out_mean_error": (
+                    sparse.mean_error(True).tolist() if sparse.held_out_error is not None else None
+                ),
+                "one_to_one_error": sparse_summary["one_to_one"]["mean_error"],
+                "full_error": sparse_summary["full_linear"]["mean_error"],
+                "held_out_one_to_one_error": sparse_summary["one_to_one"]["mean_held_out_error"],
+                "held_out_full_error": sparse_summary["full_linear"]["mean_held_out_error"],
+                "dead_targets": int(sparse.dead_target.sum()),
+                "at_nonzero": {
+                    f"{k:g}": v for k, v in errors_at_nonzero(sparse, (1, 2, 4)).items()
+                },
+                "path": sparse_summary["path"],
+            },
+            "spectral": [
+                {
+                    "n_clusters": c.n_clusters,
+                    "sizes_a": c.count_a.tolist(),
+                    "sizes_b": c.count_b.tolist(),
+                    "balance": c.balance_score,
+                    "inside_abs_corr": c.within_corr,
+                    "outside_abs_corr": c.between_corr,
+                    "cluster_prediction_r2": c.mean_r2,
+                }
+                for c in clusters
+            ],
         }
         if mi is not None and key in mi:
             info = mi[key]
@@ -198,8 +234,11 @@ def analyze_layer(
         result.arrays[f"{key}/sparse/coef"] = sparse.coef.astype(np.float32)
         if sparse.held_out_error is not None:
             result.arrays[f"{key}/sparse/held_out_error"] = sparse.held_out_error
+        result.arrays[f"{key}/sparse/one_to_one_error"] = sparse.one_to_one_error
+        result.arrays[f"{key}/sparse/full_linear_error"] = sparse.full_linear_error
         for c in clusters:
-            result.arrays[f"{key}/spectral/{c.n_clusters}/labels"] = c.labels
+            labels = np.concatenate([c.labels_a, c.labels_b])
+            result.arrays[f"{key}/spectral/{c.n_clusters}/labels"] = labels
             result.arrays[f"{key}/spectral/{c.n_clusters}/order"] = c.order
         if on_pair is not None:
             on_pair(layer.name, key)
