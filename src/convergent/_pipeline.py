@@ -130,9 +130,25 @@ def analyze_run(
     total = len(stats.layers) * len(pairs)
     layers_out: dict[str, Any] = {}
     rows = []
+    # an interrupted run resumes: finished layers (json + arrays) of the same config are kept
+    partial = out / "partial"
+    if (partial / "config.json").is_file() and read_json(partial / "config.json") != config:
+        raise ConvergentError(
+            f"{out} holds an unfinished analysis of other statistics or settings. Choose another "
+            "output directory (--out); nothing was overwritten."
+        )
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(partial / "config.json", config)
     (out / "arrays").mkdir(parents=True, exist_ok=True)
     with bar(total=total, progress=progress, desc="analyze", unit="pair") as pbar:
         for name, layer in stats.layers.items():
+            done = partial / f"{name}.json"
+            if done.is_file() and (out / "arrays" / f"{name}.safetensors").is_file():
+                kept = read_json(done)
+                layers_out[name], row = kept["layer"], kept["row"]
+                rows.append(row)
+                pbar.update(len(pairs))
+                continue
             mi_results = None
             if mi:
                 chosen = pairs[:1] if mi_pairs == "first" else pairs
@@ -158,7 +174,9 @@ def analyze_run(
                 arrays["topk/index"] = layer.topk.index
                 arrays["topk/position"] = layer.topk.position
             save_arrays(out / "arrays" / f"{name}.safetensors", arrays, {"layer": name})
-            rows.append(summary_row(result))
+            row = summary_row(result)
+            rows.append(row)
+            write_json(done, {"layer": layers_out[name], "row": row})
     results = {
         "format": RESULTS_FORMAT,
         "format_version": 1,

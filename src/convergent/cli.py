@@ -153,6 +153,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         thresholds=tuple(float(v) for v in args.thresholds.split(",") if v),
         unique_threshold=args.unique_threshold,
         n_penalties=args.n_penalties,
+        penalty_ratio=args.penalty_ratio,
         affinity=args.affinity,
         seed=args.seed,
     )
@@ -170,6 +171,40 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     print(terminal_summary(results))
     print(f"results: {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from convergent.report import build_report
+
+    _threads(args)
+    path = build_report(args.results, args.out, pair=args.pair, patches=not args.no_patches)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from convergent._demo import run_demo
+    from convergent._pipeline import terminal_summary
+
+    _threads(args)
+    done = run_demo(
+        args.out,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        nets=args.nets,
+        arch=args.arch,
+        model_kwargs=_model_kwargs(args.set),
+        epochs=args.epochs,
+        subset=args.subset,
+        mi=not args.no_mi,
+        device=args.device,
+    )
+    print()
+    print(terminal_summary(done["results"]))
+    times = ", ".join(f"{k} {v:.1f} s" for k, v in done["seconds"].items())
+    print(f"\ntime: {times} (total {sum(done['seconds'].values()):.1f} s)")
+    print(f"report: {done['report']}")
     return 0
 
 
@@ -303,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a unit is unique when its best |corr| with the other net is below this",
     )
     p.add_argument("--n-penalties", type=int, default=12, help="sparse-prediction path length")
+    p.add_argument(
+        "--penalty-ratio",
+        type=float,
+        default=1e-2,
+        help="smallest over largest L1 penalty of the path (default 1e-2)",
+    )
     p.add_argument("--clusters", default="2,4,8,16", help="spectral cluster counts")
     p.add_argument(
         "--affinity",
@@ -321,6 +362,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_analyze)
 
+    p = sub.add_parser(
+        "report", help="HTML report (figures embedded) of an analyze results directory"
+    )
+    p.add_argument("results", help="results directory from `convergent analyze`")
+    p.add_argument("--out", default=None, help="report directory (default: RESULTS/report)")
+    p.add_argument("--pair", default=None, help="pair shown per layer, e.g. seed0~seed2")
+    p.add_argument("--no-patches", action="store_true", help="leave out the top-input patches")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "demo", help="the main job: train, collect, analyze and report (each stage resumable)"
+    )
+    _add_data_args(p)
+    p.add_argument("--nets", type=int, default=4, help="number of nets (seeds 0..N-1)")
+    p.add_argument(
+        "--arch", default="convnet", help="convnet, mlp, resnet or package.module:factory"
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture argument")
+    p.add_argument("--epochs", type=int, default=None, help="default: the dataset's default")
+    p.add_argument("--subset", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--no-mi", action="store_true", help="skip mutual-information matching")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    from convergent.align._cli import add_commands as add_align_commands
+
+    add_align_commands(sub)
     return parser
 
 

@@ -39,10 +39,11 @@ def planted():
     return a, b, weights, moments_of(a, b)
 
 
-def test_coefficients_equal_sklearn_lasso_on_raw_zscored_data(planted):
+@pytest.mark.parametrize("solver", ["lars", "cd"])
+def test_coefficients_equal_sklearn_lasso_on_raw_zscored_data(planted, solver):
     a, b, _, moments = planted
     penalties = [0.3, 0.05, 0.01, 0.002, 0.0005]  # down to nearly every source active
-    res = sparse_prediction(moments, SOURCE, TARGET, penalties)
+    res = sparse_prediction(moments, SOURCE, TARGET, penalties, solver=solver)
     assert res.nonzero[-1].mean() > 0.8 * D_A
     z_a, z_b = zscore(a), zscore(b)
     for i, alpha in enumerate(res.penalties):
@@ -55,12 +56,13 @@ def test_coefficients_equal_sklearn_lasso_on_raw_zscored_data(planted):
     assert np.all(res.duality_gap <= 1e-10)
 
 
-def test_penalties_come_back_decreasing_and_path_equals_cold_fits(planted):
+@pytest.mark.parametrize("solver", ["lars", "cd"])
+def test_penalties_come_back_decreasing_and_path_equals_cold_fits(planted, solver):
     *_, moments = planted
-    path = sparse_prediction(moments, SOURCE, TARGET, [0.01, 0.2, 0.002, 0.05])
+    path = sparse_prediction(moments, SOURCE, TARGET, [0.01, 0.2, 0.002, 0.05], solver=solver)
     np.testing.assert_array_equal(path.penalties, [0.2, 0.05, 0.01, 0.002])
     for i, alpha in enumerate(path.penalties):
-        cold = sparse_prediction(moments, SOURCE, TARGET, [alpha])
+        cold = sparse_prediction(moments, SOURCE, TARGET, [alpha], solver=solver)
         np.testing.assert_allclose(path.coef[i], cold.coef[0], rtol=0, atol=1e-8)
         np.testing.assert_allclose(path.error[i], cold.error[0], rtol=0, atol=1e-12)
     # the path is warm-started: a solve started at its own solution stops at once
@@ -300,4 +302,11 @@ def test_errors_at_nonzero_rejects_bad_k(planted, k):
 
 def test_solver_warns_when_it_runs_out_of_sweeps(planted):
     with pytest.warns(RuntimeWarning, match=r"stopped after max_iter=1 sweeps .* raise max_iter"):
-        sparse_prediction(planted[3], SOURCE, TARGET, [0.001], max_iter=1)
+        sparse_prediction(planted[3], SOURCE, TARGET, [0.001], solver="cd", max_iter=1)
+
+
+def test_exact_path_needs_no_descent_and_rejects_unknown_solvers(planted):
+    res = sparse_prediction(planted[3], SOURCE, TARGET, [0.2, 0.02, 0.002])
+    assert (res.n_sweeps == 0).all() and (res.duality_gap <= 1e-10).all()
+    with pytest.raises(ValueError, match="'solver' parameter of sparse_prediction must be"):
+        sparse_prediction(planted[3], SOURCE, TARGET, [0.1], solver="admm")

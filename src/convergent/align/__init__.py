@@ -1,5 +1,7 @@
-"""Alignment of whole networks: permutation groups found by tracing, applying permutations."""
+"""Alignment of whole networks: permutation groups found by tracing, matching (activations or
+weights), portable permutation files, interpolation and its barrier, merging several nets."""
 
+from convergent.align._activations import activation_matching, matching_layers
 from convergent.align._groups import (
     PermutationGroup,
     PermutationSpec,
@@ -8,12 +10,70 @@ from convergent.align._groups import (
     check_permutation_invariance,
     find_permutation_groups,
 )
+from convergent.align._interpolate import (
+    BARRIER_DEFINITIONS,
+    BarrierResult,
+    barrier,
+    interpolate_state,
+    interpolation_curve,
+    repair,
+    reset_batchnorm,
+)
+from convergent.align._match import (
+    Alignment,
+    match_from_similarities,
+    similarity_from_moments,
+    weight_matching,
+)
+from convergent.align._merge import (
+    MergeResult,
+    align_zoo,
+    average_states,
+    match_pair,
+    merge_models,
+)
+from convergent.align._permfile import (
+    PermutationFile,
+    PermutationMismatchError,
+    apply_permutation_file,
+    check_fits,
+    load_permutation,
+    permutation_file,
+    save_permutation,
+)
+from convergent.align._plot import plot_interpolation
 
 __all__ = [
+    "BARRIER_DEFINITIONS",
+    "Alignment",
+    "BarrierResult",
+    "MergeResult",
+    "PermutationFile",
     "PermutationGroup",
+    "PermutationMismatchError",
     "PermutationSpec",
     "UnsupportedOperationError",
+    "activation_matching",
+    "align_zoo",
     "apply_permutation",
+    "apply_permutation_file",
+    "average_states",
+    "barrier",
+    "check_fits",
     "check_permutation_invariance",
     "find_permutation_groups",
+    "interpolate_state",
+    "interpolation_curve",
+    "load_permutation",
+    "match_from_similarities",
+    "match_pair",
+    "matching_layers",
+    "merge_models",
+    "permutation_file",
+    "plot_interpolation",
+    "repair",
+    "reset_batchnorm",
+    "save_permutation",
+    "similarity_from_moments",
+    "weight_matching",
 ]

@@ -65,7 +65,7 @@ def compare_means(
         va, vb = sorted_means[a], sorted_means[b]
         pooled = np.concatenate([va, vb]).std()
         pairs[f"{a}~{b}"] = {
-            "ks": float(ks_2samp(va, vb).statistic),
+            "ks": float(ks_2samp(va, vb, method="asymp").statistic),
             "wasserstein": float(wasserstein_distance(va, vb) / pooled) if pooled > 0 else 0.0,
         }
     within = []
@@ -75,5 +75,5 @@ def compare_means(
         for _ in range(splits):
             perm = rng.permutation(len(v))
             half = len(v) // 2
-            within.append(ks_2samp(v[perm[:half]], v[perm[half:]]).statistic)
+            within.append(ks_2samp(v[perm[:half]], v[perm[half:]], method="asymp").statistic)
     return MeanActivations(sorted_means, spread, pairs, float(np.mean(within)) if within else 0.0)

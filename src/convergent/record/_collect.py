@@ -9,6 +9,7 @@ and the shards are merged exactly, in rank order.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,45 @@ from convergent.record._samples import is_channels_first, to_samples
 from convergent.record._statistics import LayerStatistics, Statistics
 from convergent.record._topk import TopK
 from convergent.stats import Moments
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """One batch as ``collect`` observers see it (``observers=[...]``, ``observer.observe(view)``).
+
+    Attributes
+    ----------
+    nets, layers : list of str
+    outputs : mapping of (net, layer) to tensor
+        The raw layer outputs of this batch (do not keep them: they are freed after the batch).
+    input_index : ndarray of int64
+        The inputs of this batch (global indices into ``data``).
+    spatial : str
+        ``collect``'s sample mode.
+    channels_first : mapping of layer to bool
+    """
+
+    nets: list[str]
+    layers: list[str]
+    outputs: Mapping[tuple[str, str], torch.Tensor]
+    input_index: np.ndarray
+    spatial: str
+    channels_first: Mapping[str, bool]
+
+    def samples(self, net: str, layer: str) -> torch.Tensor:
+        """(samples, units) as collect folds them (positions or spatial means)."""
+        out = self.outputs[(net, layer)]
+        return to_samples(out, spatial=self.spatial, channels_first=self.channels_first[layer])[0]
+
+    def pooled(self, net: str, layer: str) -> torch.Tensor:
+        """(B, units): one spatially averaged feature vector per input."""
+        out = self.outputs[(net, layer)]
+        return to_samples(out, spatial="mean", channels_first=self.channels_first[layer])[0]
+
+    def flat(self, net: str, layer: str) -> torch.Tensor:
+        """(B, features): each input's whole map flattened."""
+        out = self.outputs[(net, layer)]
+        return out.reshape(out.shape[0], -1)
 
 
 def _as_inputs(data: Any) -> Any:
@@ -70,6 +110,8 @@ def collect(
     progress: bool | None = None,
     distributed: bool | None = None,
     info: Mapping[str, Any] | None = None,
+    kernel_sums: bool = False,
+    observers: Sequence[Any] | None = None,
 ) -> Statistics:
     """Collect joint activation statistics of several nets in one pass over ``data``.
 
@@ -99,6 +141,15 @@ def collect(
         rank returns the same merged result.
     info : mapping, optional
         Free description (dataset, split, zoo) stored with the statistics.
+    kernel_sums : bool
+        Keep each layer's moments as a :class:`~convergent.similarity.KernelMoments` (a
+        ``Moments`` plus the per-sample sums that make debiased CKA exact; O(K D) more state,
+        saved in the same file). Not yet with ``distributed``.
+    observers : sequence, optional
+        Extra accumulators called once per batch as ``observer.observe(view)`` with a
+        :class:`BatchView` (e.g. ``convergent.similarity.PooledLayerMoments``). They are not part
+        of the returned statistics: keep a reference. Under ``distributed`` each rank's observers
+        see only its shard (merge them yourself).
 
     Returns
     -------
@@ -130,6 +181,18 @@ def collect(
         )
     if not use_dist:
         rank, world = 0, 1
+    if kernel_sums and use_dist:
+        raise ConvergentError(
+            "collect(kernel_sums=True) does not support distributed collection yet; run it in one "
+            "process (or without kernel_sums)."
+        )
+    observers = list(observers or [])
+    for obs in observers:
+        if not callable(getattr(obs, "observe", None)):
+            raise TypeError(
+                "Each of collect's 'observers' must have an observe(view) method. Got "
+                f"{type(obs).__name__} instead."
+            )
     lo, hi = rank * n_total // world, (rank + 1) * n_total // world
 
     channels_first = {
@@ -146,7 +209,12 @@ def collect(
                 s, shape = to_samples(out, spatial=spatial, channels_first=channels_first[layer])
                 ranges[net] = (start, start + s.shape[1])
                 start += s.shape[1]
-            moments = Moments(start, exact=exact)
+            if kernel_sums:
+                from convergent.similarity import KernelMoments
+
+                moments = KernelMoments(start, ranges, exact=exact)
+            else:
+                moments = Moments(start, exact=exact)
             moments.metadata.update(
                 {"layer": layer, "unit_ranges": {k: list(v) for k, v in ranges.items()}}
             )
@@ -174,6 +242,17 @@ def collect(
                     np.arange(start, stop),
                     batch_no,
                 )
+            if observers:
+                view = BatchView(
+                    names,
+                    layers,
+                    store.outputs,
+                    np.arange(start, stop, dtype=np.int64),
+                    spatial,
+                    channels_first,
+                )
+                for obs in observers:
+                    obs.observe(view)
             store.clear()
 
     if use_dist:
@@ -191,6 +270,8 @@ def collect(
         "exact": bool(exact),
         "world_size": int(world),
     }
+    if kernel_sums:
+        settings["kernel_sums"] = True
     return Statistics(result, names, n_total, settings, dict(info or {}))
 
 

@@ -42,7 +42,7 @@ class Capture:
         self.outputs.clear()
 
 
-def _hook(store: Capture, key: tuple[str, str]):
+def _hook(store: Capture, key: tuple[str, str], detach: bool = True):
     def fn(module: nn.Module, inputs: object, output: object) -> None:
         if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
             output = output[0]
@@ -51,19 +51,24 @@ def _hook(store: Capture, key: tuple[str, str]):
                 f"Layer {key[1]!r} of model {key[0]!r} returned a {type(output).__name__}, not a "
                 "tensor; choose a layer whose output is a tensor."
             )
-        store.outputs[key] = output.detach()
+        store.outputs[key] = output.detach() if detach else output
 
     return fn
 
 
 @contextlib.contextmanager
 def capture(
-    models: Mapping[str, nn.Module], layers: Sequence[str], *, eval_mode: bool = True
+    models: Mapping[str, nn.Module],
+    layers: Sequence[str],
+    *,
+    eval_mode: bool = True,
+    detach: bool = True,
 ) -> Iterator[Capture]:
     """Hook ``layers`` of every model for the duration of the block.
 
     Every model is put in eval mode (unless ``eval_mode=False``); on exit, whether normally or by an
-    exception, every hook is removed and each model's train/eval state is restored.
+    exception, every hook is removed and each model's train/eval state is restored. With
+    ``detach=False`` the captured outputs keep their autograd graph (for input gradients).
     """
     store = Capture()
     handles = []
@@ -74,7 +79,7 @@ def capture(
             if eval_mode:
                 model.eval()
             for layer, module in resolved[name].items():
-                handles.append(module.register_forward_hook(_hook(store, (name, layer))))
+                handles.append(module.register_forward_hook(_hook(store, (name, layer), detach)))
         yield store
     finally:
         for handle in handles:

@@ -1,0 +1,101 @@
+"""`convergent demo` and `convergent report`: stages chained, resumable, a self-contained report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+
+from convergent import ConvergentError
+from convergent._demo import run_demo
+from convergent.cli import main
+from convergent.report import build_report
+from tests.report.conftest import TINY
+
+LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+
+
+def test_demo_runs_every_stage_and_logs_them(tiny_demo):
+    out, done, logs = tiny_demo
+    assert [line[:5] for line in logs] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    for stage in ("zoo/manifest.json", "stats/manifest.json", "results/results.json"):
+        assert (out / stage).is_file()
+    assert done["report"] == out / "report" / "report.html"
+    assert [r["layer"] for r in done["results"]["summary"]] == LAYERS
+    assert set(done["seconds"]) == {"train", "collect", "analyze", "report"}
+
+
+def test_report_is_self_contained_with_one_row_per_layer(tiny_demo):
+    out, done, _ = tiny_demo
+    page = done["report"].read_text()
+    # nothing fetched from elsewhere: every image is embedded, no script or stylesheet links
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "<script" not in page and "<link" not in page
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    table = re.search(r'<table id="summary-table">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    assert table.count("<tr>") == len(LAYERS)
+    for layer in LAYERS:
+        assert f'id="layer-{layer}"' in page
+    # every section's figure is there, as PNG and SVG
+    figures = out / "report" / "figures"
+    for kind in ("matrices", "curves", "patches", "sparse", "clusters", "means"):
+        assert (figures / f"conv1_{kind}.png").stat().st_size > 1000
+        assert (figures / f"conv1_{kind}.svg").is_file()
+    assert (figures / "trends.png").is_file()
+    # the explanations a reader needs
+    assert "within-net baseline" in page and "input-gradient support" in page
+    # nets with their seeds and test accuracy
+    assert page.count("seed0") >= 1 and "test accuracy" in page
+
+
+def test_summary_files_match_the_results(tiny_demo):
+    out, done, _ = tiny_demo
+    rows = json.loads((out / "report" / "summary.json").read_text())
+    assert rows == json.loads(json.dumps(done["results"]["summary"]))
+    with open(out / "report" / "summary.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["layer"] for r in table] == LAYERS
+    assert float(table[0]["bipartite"]) == pytest.approx(rows[0]["bipartite"])
+
+
+def test_rerun_redoes_nothing_and_an_interrupted_analysis_redoes_only_what_is_missing(tiny_demo):
+    out, done, _ = tiny_demo
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "zoo").glob("*.safetensors")}
+    again = run_demo(out, progress=False, log=lambda _: None, **TINY)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no net retrained
+    assert again["results"] == done["results"]
+    # simulate an interruption during fc7: results.json and fc7's layer record never written
+    (out / "results" / "results.json").unlink()
+    (out / "results" / "partial" / "fc7.json").unlink()
+    kept = out / "results" / "partial" / "conv1.json"
+    before = kept.stat().st_mtime_ns
+    third = run_demo(out, progress=False, log=lambda _: None, **TINY)
+    assert kept.stat().st_mtime_ns == before  # finished layers were not redone
+    assert (out / "results" / "partial" / "fc7.json").is_file()
+    assert third["results"]["summary"] == done["results"]["summary"]
+
+
+def test_report_command_picks_a_pair_and_rejects_unknown_ones(tiny_demo, tmp_path, capsys):
+    out, _, _ = tiny_demo
+    assert main(["report", str(out / "results"), "--out", str(tmp_path / "r"), "--no-patches"]) == 0
+    assert "report:" in capsys.readouterr().out
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Top-input patches left out: not asked for" in page
+    with pytest.raises(ValueError, match="'pair' parameter must be one of the analysed pairs"):
+        build_report(out / "results", tmp_path / "r2", pair="seed0~seed9")
+    with pytest.raises(ConvergentError, match="holds no results.json"):
+        build_report(tmp_path, tmp_path / "r3")
+
+
+def test_demo_needs_two_nets_and_keeps_other_runs(tiny_demo, tmp_path):
+    with pytest.raises(ValueError, match="'nets' parameter of demo must be an integer >= 2"):
+        run_demo(tmp_path / "x", nets=1, progress=False, log=lambda _: None)
+    out, _, _ = tiny_demo
+    # other settings in the same directory: refused, nothing overwritten
+    with pytest.raises(
+        ConvergentError, match="trained with different settings.*nothing was changed"
+    ):
+        run_demo(out, progress=False, log=lambda _: None, **{**TINY, "epochs": 3})
