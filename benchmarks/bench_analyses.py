@@ -1,8 +1,7 @@
 """The analyses' hot paths against what a user would otherwise run: one table, measured in one run.
 
-- bipartite matching of a (d, d) correlation block: ours (``convergent.analysis._matching.
-  bipartite_matching`` when present, else the ``scipy.optimize.linear_sum_assignment(maximize=True)``
-  it wraps, said in the table) vs. ``networkx.max_weight_matching`` on the same matrix as a complete
+- bipartite matching of a (d, d) correlation block: ours (``convergent.bipartite_matching``, which
+  wraps ``scipy.optimize.linear_sum_assignment``) vs. ``networkx.max_weight_matching`` on the same matrix as a complete
   bipartite graph (what the paper's code used), checking equal total weight. networkx is not a
   project dependency (``pip install networkx``); sizes whose predicted networkx time (cubic scaling
   from the last size run) exceeds ``--budget`` seconds are skipped and said so.
@@ -54,22 +53,12 @@ def _matching_corr(d: int, seed: int = 0) -> np.ndarray:
 
 
 def _ours_matching() -> tuple[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]]:
-    from scipy.optimize import linear_sum_assignment
-
-    try:
-        from convergent.analysis._matching import bipartite_matching
-    except ImportError:
-        return "scipy LSA", lambda c: linear_sum_assignment(c, maximize=True)
+    from convergent import bipartite_matching
 
     def run(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         res = bipartite_matching(corr)
-        for rows, cols in (("rows", "cols"), ("source", "target"), ("a", "b")):
-            if hasattr(res, rows) and hasattr(res, cols):
-                return np.asarray(getattr(res, rows)), np.asarray(getattr(res, cols))
-        if isinstance(res, tuple) and len(res) == 2:
-            return np.asarray(res[0]), np.asarray(res[1])
-        # unknown result type: the matching it wraps, for the weight check
-        return linear_sum_assignment(corr, maximize=True)
+        rows = np.flatnonzero(res.partner >= 0)
+        return rows, res.partner[rows]
 
     return "convergent", run
 

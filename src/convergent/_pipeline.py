@@ -15,8 +15,22 @@ from convergent._io import read_json, save_arrays, sha256_file, write_json
 from convergent._progress import bar
 from convergent._version import __version__
 from convergent.analysis import AnalysisSettings, analyze_layer, net_pairs, summary_row
+from convergent.similarity import layer_similarity
 
 RESULTS_FORMAT = "convergent-results"
+
+#: whole-layer similarity means over pairs copied into each layer's summary row (keys of
+#: ``layer_similarity(...)["summary"]``)
+SIMILARITY_COLUMNS = (
+    "cka",
+    "debiased_cka",
+    "cca",
+    "svcca",
+    "pwcca",
+    "procrustes",
+    "procrustes_perm",
+    "basis_alignment_ratio",
+)
 
 
 def _mi_for_layer(
@@ -74,8 +88,11 @@ def analyze_run(
 
     Writes ``results.json`` (every scalar, keyed by layer, pair and method; the settings and versions
     that produced it), ``arrays/<layer>.safetensors`` (permutations, sorted curves, coefficients,
-    cluster labels, unit means) and ``summary.csv`` (one row per layer). An existing ``out`` made
-    from the same statistics and settings is reused.
+    cluster labels, unit means) and ``summary.csv`` (one row per layer). Each layer also gets its
+    whole-layer similarity (``layers[name]["similarity"]``: ``layer_similarity``; the means over
+    pairs of :data:`SIMILARITY_COLUMNS` join the summary row) and, when the statistics hold pooled
+    all-layer moments, ``layer_by_layer`` is the layer x layer CKA of the first two nets. An existing
+    ``out`` made from the same statistics and settings is reused.
 
     Parameters
     ----------
@@ -162,11 +179,13 @@ def analyze_run(
                 mi=mi_results,
                 on_pair=lambda *_: pbar.update(1),
             )
+            similarity = layer_similarity(layer.moments, layer.unit_ranges, layer=name)
             layers_out[name] = {
                 "info": {**result.info, "map_shape": list(layer.map_shape)},
                 "pairs": result.pairs,
                 "summary": result.summary,
                 "means": result.means,
+                "similarity": similarity,
             }
             arrays = dict(result.arrays)
             if layer.topk is not None:
@@ -175,6 +194,7 @@ def analyze_run(
                 arrays["topk/position"] = layer.topk.position
             save_arrays(out / "arrays" / f"{name}.safetensors", arrays, {"layer": name})
             row = summary_row(result)
+            row.update({k: similarity["summary"].get(k) for k in SIMILARITY_COLUMNS})
             rows.append(row)
             write_json(done, {"layer": layers_out[name], "row": row})
     results = {
@@ -190,9 +210,25 @@ def analyze_run(
         "summary": rows,
         "seconds": time.perf_counter() - t0,
     }
+    if stats.pooled is not None:
+        results["layer_by_layer"] = layer_by_layer(stats, *stats.nets[:2])
     _write_csv(out / "summary.csv", rows)
     write_json(results_path, results)
     return results
+
+
+def layer_by_layer(stats: Any, net_a: str, net_b: str) -> dict[str, Any]:
+    """Layer x layer CKA (linear, and debiased when the pooled moments have kernel sums and >= 4
+    inputs) between ``net_a``'s layers (rows) and ``net_b``'s (columns), from the statistics'
+    pooled all-layer moments (one spatially averaged sample per input)."""
+    out: dict[str, Any] = {
+        "nets": [net_a, net_b],
+        "samples": int(stats.pooled.count),
+        "cka": stats.layer_cka(net_a, net_b).to_dict(),
+    }
+    if getattr(stats.pooled, "norm_products", None) is not None and stats.pooled.count >= 4:
+        out["debiased_cka"] = stats.layer_cka(net_a, net_b, debiased=True).to_dict()
+    return out
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -224,6 +260,7 @@ SUMMARY_COLUMNS = [
     ("full_linear", "full"),
     ("cluster_balance", "balance"),
     ("mean_act_ks", "KS"),
+    ("cka", "CKA"),
 ]
 
 
@@ -242,6 +279,7 @@ def terminal_summary(results: dict[str, Any]) -> str:
         "semi/bipartite: mean matched correlation (over pairs); within: best correlation inside "
         "a net; >0.5/>0.9: share of units matched that well; L1~k: sparse-prediction error "
         "(1-R^2) with ~k predictors; 1-to-1 / full: single best unit / all units; balance: "
-        "spectral cluster balance; KS: mean-activation distribution distance"
+        "spectral cluster balance; KS: mean-activation distribution distance; CKA: linear CKA of "
+        "the whole layer"
     )
     return format_table(rows) + "\n" + legend

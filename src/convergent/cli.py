@@ -135,6 +135,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         exact=args.exact,
         device=args.device,
         max_inputs=args.max_inputs,
+        pooled=not args.no_pooled,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_table(stats_summary(stats)))
@@ -178,7 +179,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from convergent.report import build_report
 
     _threads(args)
-    path = build_report(args.results, args.out, pair=args.pair, patches=not args.no_patches)
+    path = build_report(
+        args.results,
+        args.out,
+        pair=args.pair,
+        patches=not args.no_patches,
+        interpolation=args.interpolation,
+    )
     print(f"report: {path}")
     return 0
 
@@ -198,6 +205,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         subset=args.subset,
         mi=not args.no_mi,
+        interpolate=args.interpolate,
         device=args.device,
     )
     print()
@@ -309,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=9, help="top inputs kept per unit (0: none)")
     p.add_argument("--exact", action="store_true", help="float64 per-batch products")
     p.add_argument("--max-inputs", type=int, default=None, help="use only the first N inputs")
+    p.add_argument(
+        "--no-pooled",
+        action="store_true",
+        help="skip the all-layer moments of spatially averaged units (layer x layer CKA)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="runs/stats", help="statistics directory (default: runs/stats)")
@@ -337,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="a unit is unique when its best |corr| with the other net is below this",
     )
-    p.add_argument("--n-penalties", type=int, default=12, help="sparse-prediction path length")
+    p.add_argument("--n-penalties", type=int, default=24, help="sparse-prediction path length")
     p.add_argument(
         "--penalty-ratio",
         type=float,
@@ -369,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="report directory (default: RESULTS/report)")
     p.add_argument("--pair", default=None, help="pair shown per layer, e.g. seed0~seed2")
     p.add_argument("--no-patches", action="store_true", help="leave out the top-input patches")
+    p.add_argument(
+        "--interpolation",
+        default=None,
+        help="an `interpolate` output directory to include (default: RESULTS/../interpolation)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_report)
 
@@ -384,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="default: the dataset's default")
     p.add_argument("--subset", type=int, default=None, help="use only the first N training images")
     p.add_argument("--no-mi", action="store_true", help="skip mutual-information matching")
+    p.add_argument(
+        "--interpolate",
+        action="store_true",
+        help="also the loss barrier between seed0 and seed1, naive vs aligned (+ REPAIR)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")

@@ -99,3 +99,41 @@ def test_demo_needs_two_nets_and_keeps_other_runs(tiny_demo, tmp_path):
         ConvergentError, match="trained with different settings.*nothing was changed"
     ):
         run_demo(out, progress=False, log=lambda _: None, **{**TINY, "epochs": 3})
+
+
+def test_report_shows_the_interpolation_barrier_when_there_is_one(tiny_demo, tmp_path):
+    from convergent.align._run import interpolate_run
+
+    out, _, _ = tiny_demo
+    interp = tmp_path / "interp"
+    interpolate_run(
+        out / "zoo" / "seed0",
+        out / "zoo" / "seed1",
+        interp,
+        align="activation",
+        repair_mode="repair",
+        points=5,
+        train_inputs=200,
+        progress=False,
+    )
+    page = build_report(
+        out / "results", tmp_path / "r", interpolation=interp, patches=False
+    ).read_text()
+    table = re.search(r'<table id="interpolation-table">.*?<tbody>(.*?)</tbody>', page, re.S)
+    # naive, aligned, aligned + repair; test and train each
+    assert table is not None and table.group(1).count("<tr>") == 6
+    assert "max_alpha L(alpha) - ((1 - alpha) L(0) + alpha L(1))" in page
+    assert page.count("data:image/png;base64,") >= 2
+    with pytest.raises(ConvergentError, match="holds no interpolation.json"):
+        build_report(out / "results", tmp_path / "r2", interpolation=tmp_path, patches=False)
+
+
+def test_demo_command_prints_the_layer_table_timings_and_report_path(tiny_demo, capsys):
+    out, done, _ = tiny_demo
+    argv = ["demo", "--out", str(out), "--nets", "2", "--epochs", "2", "--subset", "300"]
+    assert main([*argv, "--set", "width=0.25"]) == 0  # everything reused but the report
+    printed = capsys.readouterr().out
+    assert "[1/4] train 2 x convnet on digits (2 epochs)" in printed
+    table = printed[printed.index("layer  units") :]
+    assert all(f"\n{layer} " in table for layer in LAYERS)
+    assert "time: train" in printed and f"report: {out / 'report' / 'report.html'}" in printed

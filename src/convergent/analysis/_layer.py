@@ -34,7 +34,7 @@ class AnalysisSettings:
     unique_threshold: float = 0.5
     absolute: bool = False
     penalties: tuple[float, ...] | None = None
-    n_penalties: int = 12
+    n_penalties: int = 24
     #: smallest over largest penalty of the default path (1e-2 reaches ~40 predictors per unit on
     #: the digits convnet's fc layers, well past the paper's 1-4; the full fit is computed apart)
     penalty_ratio: float = 1e-2

@@ -52,6 +52,8 @@ def collect_run(
     exact: bool = False,
     device: str = "cpu",
     max_inputs: int | None = None,
+    kernel_sums: bool = True,
+    pooled: bool = True,
     progress: bool | None = None,
 ) -> Statistics:
     """Collect statistics of a zoo's nets (or of ``arch`` + ``checkpoints``) and write them to ``out``.
@@ -59,6 +61,12 @@ def collect_run(
     Under ``torchrun`` the process group is initialised from the environment, every rank collects a
     shard, and rank 0 writes the directory. If ``out`` already holds statistics made from the same
     nets, data and settings they are loaded instead of recomputed.
+
+    ``kernel_sums`` keeps each layer's moments as a ``KernelMoments`` (debiased CKA); ``pooled``
+    also keeps one ``KernelMoments`` over every collected layer's spatially averaged units of all
+    nets (layer x layer CKA; ``Statistics.pooled``). Neither is supported under distributed
+    collection yet: there they are left off and the manifest's ``settings`` say why. An existing
+    directory is reused whatever its extras (older ones have neither).
     """
     from convergent.data import load_dataset
     from convergent.train import load_weights, load_zoo
@@ -93,13 +101,17 @@ def collect_run(
         "batch_size": int(batch_size),
         "topk": topk,
         "exact": bool(exact),
+        "kernel_sums": bool(kernel_sums),
+        "pooled": bool(pooled),
     }
     info = {"source": source, "dataset": ds.describe(), "split": split, "num_inputs": len(images)}
 
     out = Path(out)
     if (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST)
-        same_settings = {k: old.get("settings", {}).get(k) for k in settings} == settings
+        # kernel sums and pooled moments are extras: a directory without them is still reused
+        core = ("spatial", "batch_size", "topk", "exact")
+        same_settings = all(old.get("settings", {}).get(k) == settings[k] for k in core)
         wanted = layers or list(old.get("layers", {}))
         if (
             old.get("info", {}).get("source") == source
@@ -132,6 +144,22 @@ def collect_run(
 
     joined = _init_distributed(device)
     try:
+        import torch.distributed as dist
+
+        notes = []
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for key in ("kernel_sums", "pooled"):
+                if settings[key]:
+                    notes.append(
+                        f"{key} left off: not supported under distributed collection yet "
+                        "(collect in one process for debiased / layer x layer CKA)"
+                    )
+            kernel_sums = pooled = False
+        observer = None
+        if pooled:
+            from convergent.similarity import PooledLayerMoments
+
+            observer = PooledLayerMoments(exact=exact)
         stats = collect(
             models,
             images,
@@ -143,9 +171,15 @@ def collect_run(
             device=device,
             progress=progress,
             info=info,
+            kernel_sums=kernel_sums,
+            observers=[observer] if observer is not None else None,
         )
-        import torch.distributed as dist
-
+        # the requested settings (so a re-run with the same ones reuses the directory)
+        stats.settings.update({k: settings[k] for k in ("kernel_sums", "pooled")})
+        if notes:
+            stats.settings["notes"] = notes
+        if observer is not None and observer.moments is not None:
+            stats.pooled, stats.pooled_layers = observer.moments, list(observer.layers)
         if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
             stats.save(out)
         if dist.is_available() and dist.is_initialized():

@@ -6,6 +6,11 @@ Directory layout::
     manifest.json                 nets, layers, unit ranges, samples, data, settings, checksums
     <layer>.moments.safetensors   count, mean, comoment of the joint units (float64)
     <layer>.topk.safetensors      value / index / position of each unit's top-k samples
+    pooled.moments.safetensors    optional: one KernelMoments over every net's every layer,
+                                  spatially averaged (blocks ``net/layer``): layer x layer CKA
+
+A layer's moments file that holds kernel sums (``collect(kernel_sums=True)``) loads as a
+:class:`~convergent.similarity.KernelMoments` (debiased CKA), any other as a plain ``Moments``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from convergent.stats import Moments
 
 STATS_FORMAT = "convergent-stats"
 MANIFEST = "manifest.json"
+POOLED_FILE = "pooled.moments.safetensors"
 
 
 @dataclass
@@ -86,6 +92,11 @@ class Statistics:
     num_inputs: int
     settings: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: one ``KernelMoments`` over every net's every layer, spatially averaged (blocks
+    #: ``net/layer``, see ``convergent.similarity.block_name``); None when not collected
+    pooled: Moments | None = None
+    #: the layers in ``pooled``, in order
+    pooled_layers: list[str] = field(default_factory=list)
 
     def __getitem__(self, layer: str) -> LayerStatistics:
         if layer not in self.layers:
@@ -113,6 +124,27 @@ class Statistics:
             },
         }
 
+    def layer_cka(self, net_a: str, net_b: str, *, debiased: bool = False) -> Any:
+        """Layer x layer CKA between ``net_a``'s layers (rows) and ``net_b``'s (columns) from the
+        pooled moments (one spatially averaged sample per input): a ``ScoreMatrix``."""
+        from convergent.similarity import block_name, layer_cka_matrix
+
+        if self.pooled is None:
+            raise ConvergentError(
+                "These statistics hold no pooled all-layer moments; collect them with "
+                "`convergent collect` (without --no-pooled)."
+            )
+        for net in (net_a, net_b):
+            if net not in self.nets:
+                raise ValueError(f"No net {net!r} in these statistics. Nets: {self.nets}.")
+        return layer_cka_matrix(
+            self.pooled,
+            [block_name(net_a, layer) for layer in self.pooled_layers],
+            [block_name(net_b, layer) for layer in self.pooled_layers],
+            debiased=debiased,
+            labels=(self.pooled_layers, self.pooled_layers),
+        )
+
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the statistics directory (files first, the manifest with their checksums last)."""
         directory = Path(directory)
@@ -129,6 +161,15 @@ class Statistics:
                 save_arrays(topk_file, ls.topk.arrays(), {"layer": name, "k": ls.topk.k})
                 entry["topk_file"] = topk_file.name
                 entry["topk_sha256"] = sha256_file(topk_file)
+        if self.pooled is not None:
+            pooled_file = directory / POOLED_FILE
+            self.pooled.save(pooled_file)
+            manifest["pooled"] = {
+                "file": pooled_file.name,
+                "sha256": sha256_file(pooled_file),
+                "layers": list(self.pooled_layers),
+                "samples": int(self.pooled.count),
+            }
         write_json(directory / MANIFEST, manifest)
         return directory
 
@@ -151,7 +192,7 @@ class Statistics:
                 continue
             moments_file = directory / entry["moments_file"]
             _verify(moments_file, entry["moments_sha256"])
-            moments = Moments.load(moments_file)
+            moments = _load_moments(moments_file)
             topk = None
             if "topk_file" in entry:
                 topk_file = directory / entry["topk_file"]
@@ -172,13 +213,38 @@ class Statistics:
                     f"No statistics for layers {missing} in {directory}. Layers: "
                     f"{list(manifest['layers'])}."
                 )
+        pooled, pooled_layers = None, []
+        if "pooled" in manifest:
+            from convergent.similarity import KernelMoments
+
+            entry = manifest["pooled"]
+            pooled_file = directory / entry["file"]
+            _verify(pooled_file, entry["sha256"])
+            pooled = KernelMoments.load(pooled_file)
+            pooled_layers = list(entry["layers"])
         return cls(
             out,
             list(manifest["nets"]),
             int(manifest["num_inputs"]),
             dict(manifest.get("settings", {})),
             dict(manifest.get("info", {})),
+            pooled,
+            pooled_layers,
         )
+
+
+def _load_moments(path: Path) -> Moments:
+    """A ``KernelMoments`` if the file holds kernel sums, else a plain ``Moments``."""
+    from safetensors import safe_open
+
+    from convergent.similarity import KernelMoments
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            kernel = "kernel.norm_products" in fh.keys()
+    except Exception:  # a damaged file: Moments.load names the problem
+        kernel = False
+    return KernelMoments.load(path) if kernel else Moments.load(path)
 
 
 def _verify(path: Path, expected: str) -> None:

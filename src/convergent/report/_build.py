@@ -67,11 +67,54 @@ SECTION_TEXT = {
         "are groups that correlate among themselves; a group holding units of both nets is a subspace "
         "both learned, even if no single pair matches."
     ),
+    "interpolation": (
+        "What convergent learning means for merging models: the loss and accuracy of the weights "
+        "(1 - \u03b1) A + \u03b1 B along the straight line between two nets. Averaged naively, units "
+        "that do different jobs are mixed and the midpoint fails; after B's units are permuted to "
+        "match A's (and, with repair, each unit's activation statistics are restored) the path stays "
+        "much better. The barrier is the largest loss above (accuracy below) the straight line "
+        "between the endpoints' values."
+    ),
+    "similarity": (
+        "Each layer compared as a whole, averaged over pairs of nets, next to the mean bipartite "
+        "match of single units. <b>CKA</b> and the <b>CCA</b> family (mean CCA, SVCCA, PWCCA) do "
+        "not change when a layer's units are rotated or mixed, so they measure whether the nets "
+        "span the same subspace. <b>Procrustes</b> is a distance (0 = same shape) under the best "
+        "rotation; <b>Procrustes (perm)</b> allows only a one-to-one matching of units, so it is "
+        "not rotation-invariant. <b>Basis alignment</b> (permutation over rotation overlap, 1 = "
+        "the units themselves align) says how much of the similarity is unit-to-unit rather than "
+        "subspace-level: high CKA with low basis alignment means the same subspace in another "
+        "basis."
+    ),
+    "similarity_trends": (
+        "Left: the whole-layer similarities per layer next to the unit matching. Right: the "
+        "Procrustes distance under any rotation and under a unit permutation; the gap between "
+        "them is what the units' own basis costs."
+    ),
+    "layer_by_layer": (
+        "CKA between every layer of one net (rows) and every layer of the other (columns), each "
+        "layer's map averaged over positions (one sample per input). A bright diagonal means "
+        "corresponding layers match best; debiased CKA removes the bias that makes unrelated "
+        "wide layers look similar on few inputs."
+    ),
     "means": (
         "Each net's units sorted by their mean activation. Within a net, means differ a lot; across "
         "nets, the sorted curves lie on top of each other: the distribution is shared, not the units."
     ),
 }
+
+SIMILARITY_COLUMNS = [
+    ("layer", "layer"),
+    ("bipartite", "bipartite"),
+    ("cka", "CKA"),
+    ("debiased_cka", "debiased CKA"),
+    ("cca", "CCA"),
+    ("svcca", "SVCCA"),
+    ("pwcca", "PWCCA"),
+    ("procrustes", "Procrustes"),
+    ("procrustes_perm", "Procrustes (perm)"),
+    ("basis_alignment_ratio", "basis alignment"),
+]
 
 COLUMNS = [
     ("layer", "layer"),
@@ -168,6 +211,7 @@ def build_report(
     *,
     pair: str | None = None,
     patches: bool = True,
+    interpolation: str | os.PathLike | None = None,
     progress: bool | None = None,
 ) -> Path:
     """Write the report of an `analyze` results directory; return the HTML file's path.
@@ -183,6 +227,9 @@ def build_report(
         The pair shown per layer, as ``"netA~netB"`` (default: the first pair).
     patches : bool
         Draw the top-input patches (needs the zoo and the dataset).
+    interpolation : path, optional
+        Output directory of ``convergent interpolate`` to include (default: ``interpolation/``
+        beside ``results_dir``, if there is one, as ``convergent demo --interpolate`` writes it).
     """
     from convergent._pipeline import _write_csv
     from convergent.record import Statistics
@@ -229,7 +276,12 @@ def build_report(
         "(ICLR 2016). Sections: "
         + " ".join(
             f'<a href="#{h}">{t}</a>'
-            for h, t in [("run", "run"), ("summary", "summary"), ("layers", "layers")]
+            for h, t in [
+                ("run", "run"),
+                ("summary", "summary"),
+                ("similarity", "whole-layer similarity"),
+                ("layers", "layers"),
+            ]
         )
         + "</p>"
     )
@@ -299,6 +351,19 @@ def build_report(
         f"<figcaption>{SECTION_TEXT['trends']}</figcaption></figure>"
     )
 
+    parts.extend(_similarity_section(results, figdir))
+
+    interp_dir = (
+        Path(interpolation) if interpolation is not None else results_dir.parent / "interpolation"
+    )
+    if (interp_dir / "interpolation.json").is_file():
+        parts.extend(_interpolation_section(interp_dir))
+    elif interpolation is not None:
+        raise ConvergentError(
+            f"{interp_dir} holds no interpolation.json; run `convergent interpolate A B --out "
+            f"{interp_dir}` first."
+        )
+
     # per layer
     parts.append(f'<h2 id="layers">Layer by layer ({html.escape(pair)})</h2>')
     with bar(total=len(layers), progress=progress, desc="report", unit="layer") as pbar:
@@ -333,6 +398,84 @@ def build_report(
     report = out / "report.html"
     atomic_write_bytes(report, page.encode())
     return report
+
+
+def _similarity_section(results: Mapping[str, Any], figdir: Path) -> list[str]:
+    """Whole-layer similarity: the per-layer table and figure, and the layer x layer heatmap."""
+    rows = results["summary"]
+    out = ['<h2 id="similarity">Whole-layer similarity</h2>']
+    out.append(f'<p class="note">{SECTION_TEXT["similarity"]}</p>')
+    if not any(r.get("cka") is not None for r in rows):
+        out.append(
+            '<p class="note">Not in these results (analysed before whole-layer similarity was '
+            "added); re-run <code>convergent analyze</code> into a new directory.</p>"
+        )
+        return out
+    table = [[_fmt(r.get(key)) for key, _ in SIMILARITY_COLUMNS] for r in rows]
+    out.append(
+        _table([label for _, label in SIMILARITY_COLUMNS], table, table_id="similarity-table")
+    )
+    notes = sorted(
+        {
+            note
+            for layer in results["layers"].values()
+            for note in layer.get("similarity", {}).get("notes", [])
+        }
+    )
+    if notes:
+        out.append('<p class="muted">Notes: ' + "; ".join(html.escape(n) for n in notes) + ".</p>")
+    trend = fig.save(fig.similarity_trends(rows), figdir / "similarity")
+    out.append(
+        f"<figure>{_img(trend['png'], 'whole-layer similarity per layer')}"
+        f"<figcaption>{SECTION_TEXT['similarity_trends']}</figcaption></figure>"
+    )
+    if "layer_by_layer" in results:
+        heat = fig.save(fig.layer_cka_heatmap(results["layer_by_layer"]), figdir / "layer_cka")
+        out.append(
+            f"<figure>{_img(heat['png'], 'layer by layer CKA')}"
+            f"<figcaption>{SECTION_TEXT['layer_by_layer']}</figcaption></figure>"
+        )
+    return out
+
+
+def _interpolation_section(interp_dir: Path) -> list[str]:
+    data = read_json(interp_dir / "interpolation.json")
+    out = ['<h2 id="interpolation">Averaging weights: the barrier between two nets</h2>']
+    out.append(f'<p class="note">{SECTION_TEXT["interpolation"]}</p>')
+    a, b = list(data["endpoints"])
+    rows = []
+    for label in data.get("order", list(data["curves"])):
+        curve = data["curves"][label]
+        for split in ("test", "train"):
+            bar_ = curve["barriers"].get(split)
+            if bar_ is None:
+                continue
+            rows.append(
+                [
+                    html.escape(label),
+                    split,
+                    f"{bar_['loss']:.3f}",
+                    f"{100 * bar_['accuracy']:.1f}",
+                    f"{curve.get('matching_seconds', 0.0):.1f}",
+                ]
+            )
+    out.append(
+        _table(
+            ["path", "split", "loss barrier", "accuracy barrier (points)", "matching (s)"],
+            rows,
+            table_id="interpolation-table",
+        )
+    )
+    defs = data["curves"][next(iter(data["curves"]))].get("definitions", {})
+    out.append(
+        '<p class="note">Definitions: '
+        + "; ".join(f"{html.escape(k)} barrier = {html.escape(v)}" for k, v in defs.items())
+        + f". Endpoints: A = {html.escape(a)}, B = {html.escape(b)}.</p>"
+    )
+    png = interp_dir / "interpolation.png"
+    if png.is_file():
+        out.append(f"<figure>{_img(png, 'interpolation curves')}</figure>")
+    return out
 
 
 def _layer_section(

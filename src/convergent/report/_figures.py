@@ -270,3 +270,97 @@ def mean_activations(means: Mapping[str, np.ndarray], layer: str) -> Any:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+#: (summary-row key, legend label) of the whole-layer similarities drawn per layer (0..1)
+SIMILARITY_LINES = [
+    ("bipartite", "bipartite matching (mean r)"),
+    ("cka", "linear CKA"),
+    ("debiased_cka", "debiased CKA"),
+    ("cca", "mean CCA"),
+    ("svcca", "SVCCA"),
+    ("pwcca", "PWCCA"),
+    ("basis_alignment_ratio", "basis alignment (perm / rotation)"),
+]
+
+
+def similarity_trends(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """Whole-layer similarity per layer (means over pairs): rotation-invariant similarities next to
+    the unit matching (left), Procrustes distance with rotations vs unit permutations (right)."""
+    plt = _plt()
+    layers = [r["layer"] for r in rows]
+    x = np.arange(len(layers))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+
+    def col(key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
+
+    markers = "os^vDPX"
+    for (key, label), color, marker in zip(SIMILARITY_LINES, PALETTE[:3] + PALETTE[4:], markers):
+        values = col(key)
+        if np.isfinite(values).any():
+            ax1.plot(x, values, label=label, color=color, marker=marker)
+    ax1.set_title("Whole-layer similarity per layer")
+    ax1.set_ylabel("similarity (1 = identical)")
+    ax1.set_ylim(0, 1.05)
+    for key, label, color, marker in [
+        ("procrustes", "Procrustes, any rotation", PALETTE[4], "o"),
+        ("procrustes_perm", "Procrustes, unit permutation", PALETTE[5], "s"),
+    ]:
+        ax2.plot(x, col(key), label=label, color=color, marker=marker)
+    ax2.set_title("Shape distance: rotation vs unit matching")
+    ax2.set_ylabel("Procrustes distance (0 = same shape)")
+    ax2.set_ylim(bottom=0)
+    for ax in (ax1, ax2):
+        ax.set_xticks(x, layers, rotation=30)
+        ax.set_xlabel("layer (input \u2192 output)")
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=7, frameon=False, ncol=2, loc="lower left")
+    ax2.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def layer_cka_heatmap(layer_by_layer: Mapping[str, Any]) -> Any:
+    """Layer x layer CKA between two nets (``analyze``'s ``layer_by_layer``): linear, and debiased
+    when present, as viridis heatmaps with the value in each cell."""
+    plt = _plt()
+    net_a, net_b = layer_by_layer["nets"]
+    panels = [
+        (key, title)
+        for key, title in (("cka", "linear CKA"), ("debiased_cka", "debiased CKA"))
+        if key in layer_by_layer
+    ]
+    n = len(layer_by_layer["cka"]["rows"])
+    size = max(3.8, 0.5 * n + 1.6)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(size * len(panels) + 1.0, size), squeeze=False
+    )
+    for ax, (key, title) in zip(axes.flat, panels):
+        m = layer_by_layer[key]
+        values = np.asarray(m["values"], dtype=float)
+        im = ax.imshow(values, cmap=SEQUENTIAL, vmin=min(0.0, float(np.nanmin(values))), vmax=1.0)
+        ax.set_xticks(np.arange(len(m["cols"])), m["cols"], rotation=45, ha="right")
+        ax.set_yticks(np.arange(len(m["rows"])), m["rows"])
+        ax.set_xlabel(f"layer of {net_b}")
+        ax.set_ylabel(f"layer of {net_a}")
+        ax.set_title(title)
+        if n <= 12:
+            for i in range(values.shape[0]):
+                for j in range(values.shape[1]):
+                    v = values[i, j]
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black" if v > 0.6 else "white",
+                    )
+        fig.colorbar(im, ax=ax, shrink=0.8, label="CKA")
+    fig.suptitle(
+        f"Layer x layer CKA, {net_a} vs {net_b} ({layer_by_layer.get('samples')} inputs, "
+        "spatially averaged)"
+    )
+    return fig
