@@ -22,23 +22,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import time
+
+from _memory import peak_mib, rss_mib  # benchmarks/_memory.py (run as a script)
 
 BATCH = 8192
 POOL = 8
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 MEMORY_CAP_GIB = 10.0
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _worker(method: str, dim: int, n: int, queue: mp.Queue) -> None:
@@ -55,7 +46,7 @@ def _worker(method: str, dim: int, n: int, queue: mp.Queue) -> None:
 
     Moments(dim).update(pool[0])
     _ = pool[0].T @ pool[0]
-    base = _rss_mib()
+    base = rss_mib()
     t0 = time.perf_counter()
     if method in ("ours", "ours-exact"):
         m = Moments(dim, exact=method == "ours-exact")
@@ -84,7 +75,7 @@ def _worker(method: str, dim: int, n: int, queue: mp.Queue) -> None:
         raise ValueError(method)
     seconds = time.perf_counter() - t0
     assert result.shape == (dim, dim)
-    queue.put((seconds, max(0.0, _peak_mib() - base)))
+    queue.put((seconds, max(0.0, peak_mib() - base)))
 
 
 def measure(method: str, dim: int, n: int, repeats: int) -> tuple[float, float]:

@@ -26,8 +26,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import time
+
+from _memory import peak_mib, rss_mib  # benchmarks/_memory.py (run as a script)
 
 BATCH = 8192
 POOL = 8
@@ -37,16 +38,6 @@ MEMORY_CAP_GIB = 8.0
 #: bytes per stored value at the stored method's peak (measured ~31 at N = 196608: the float32 store,
 #: float64 centred copies, Q factors and SVD factors)
 STORED_BYTES_PER_VALUE = 32
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _pool():
@@ -151,13 +142,13 @@ def _worker(method: str, n: int, queue: mp.Queue) -> None:
 
     KernelMoments(2 * WIDTH, {"a": (0, WIDTH), "b": (WIDTH, 2 * WIDTH)}).update(pool[0])
     _ = np.linalg.qr(pool[0][:1024, :WIDTH].astype(np.float64))
-    base = _rss_mib()
+    base = rss_mib()
     if method == "moments":
         stream, metrics, values = _from_moments(pool, batches)
     else:
         stream, values = _from_stored(pool, batches)
         metrics = 0.0
-    queue.put((stream, metrics, max(0.0, _peak_mib() - base), values))
+    queue.put((stream, metrics, max(0.0, peak_mib() - base), values))
 
 
 def measure(method: str, n: int, repeats: int):

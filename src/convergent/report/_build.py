@@ -258,7 +258,11 @@ def build_report(
         raise ConvergentError(
             f"The report needs the statistics the results were made from ({stats_path}): {err}"
         ) from err
-    zoo, images, why_no_patches = _context(results) if patches else (None, None, "not asked for")
+    zoo, images, why_no_patches = _context(results)
+    if not patches:
+        why_no_patches = "not asked for"
+    # the pair's nets, loaded (and checksum-verified) once for every layer's patches
+    models = zoo.models([net_a, net_b]) if zoo is not None and patches else None
     rows = results["summary"]
     layers = list(results["layers"])
 
@@ -377,7 +381,7 @@ def build_report(
                     figdir,
                     (net_a, net_b),
                     pair,
-                    zoo,
+                    models,
                     images,
                     why_no_patches,
                 )
@@ -486,7 +490,7 @@ def _layer_section(
     figdir: Path,
     names: tuple[str, str],
     pair: str,
-    zoo: Any,
+    models: Mapping[str, Any] | None,
     images: Any,
     why_no_patches: str | None,
 ) -> list[str]:
@@ -544,9 +548,8 @@ def _layer_section(
         SECTION_TEXT["curves"],
     )
 
-    if zoo is not None and "topk/index" in arrays:
+    if models is not None and "topk/index" in arrays:
         entries = []
-        models = zoo.models(list(names))
         for label, ua, ub, r in _matched_entries(arrays, pair, dead[ra[0] : ra[1]]):
             grids = []
             for net, start, unit in [(names[0], ra[0], ua), (names[1], rb[0], ub)]:
