@@ -57,8 +57,8 @@ def _pool():
 
 
 def _from_moments(pool, batches):
+    from convergent.analysis._similarity import scalars
     from convergent.similarity import KernelMoments, pair_blocks, pair_similarity
-    from convergent.similarity._layer import scalars
 
     t0 = time.perf_counter()
     m = KernelMoments(2 * WIDTH, {"a": (0, WIDTH), "b": (WIDTH, 2 * WIDTH)})

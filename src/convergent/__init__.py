@@ -17,8 +17,8 @@ from convergent.analysis import (
     sparse_prediction,
     spectral_clustering,
 )
-from convergent.record import Statistics, collect
-from convergent.stats import Moments
+from convergent.collect import collect
+from convergent.stats import Moments, Statistics
 
 __all__ = [
     "ConvergentError",

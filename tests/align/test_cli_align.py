@@ -13,11 +13,11 @@ import torch
 
 from convergent._errors import ConvergentError
 from convergent.align import apply_permutation_file, load_permutation
-from convergent.align._cli import add_commands
-from convergent.align._nets import load_dataset_for, load_net, load_pair, locate_net
 from convergent.align._run import align_pair, interpolate_run
+from convergent.cli._align import add_commands
 from convergent.data import load_dataset
 from convergent.train import TrainConfig, evaluate, train_zoo
+from convergent.zoo._refs import load_dataset_for, load_net, load_pair, locate_net
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 
 from convergent import ConvergentError
 from convergent._io import load_arrays
-from convergent._pipeline import analyze_run, terminal_summary
 from convergent.analysis import AnalysisSettings, analyze_layer
 from convergent.cli import main
 from convergent.record import collect_run
+from convergent.results._analyze import analyze_run, terminal_summary
 from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair
 from tests.helpers.tiny import tiny_zoo
 

@@ -22,7 +22,7 @@ from convergent.analysis import (
     sparse_prediction,
     spectral_clustering,
 )
-from convergent.analysis._mi import digitize
+from convergent.stats import digitize
 from tests.helpers.planted import joint_moments, shared_subspaces, sparse_mixing
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from convergent import ConvergentError
+from convergent.collect._samples import is_channels_first
 from convergent.record import capture, resolve_layers, to_samples
-from convergent.record._samples import is_channels_first
 
 
 def _no_hooks_left(model: nn.Module) -> bool:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from convergent import ConvergentError
+from convergent.analysis import layer_by_layer_cka
 from convergent.cli import main
 from convergent.data import load_dataset
 from convergent.record import Statistics, collect, collect_run
@@ -53,21 +54,23 @@ def test_pooled_moments_round_trip_and_give_a_layer_by_layer_cka(collected):
     assert manifest_pooled and loaded.pooled_layers == LAYERS == stats.pooled_layers
     assert isinstance(loaded.pooled, KernelMoments) and loaded.pooled == stats.pooled
     assert loaded.pooled.count == 60  # one spatially averaged sample per input
-    self_cka = loaded.layer_cka("seed0", "seed0")
+    self_cka = layer_by_layer_cka(loaded, "seed0", "seed0")
     assert self_cka.rows == self_cka.cols == LAYERS
     np.testing.assert_allclose(np.diag(self_cka.values), 1.0, atol=1e-9)
     np.testing.assert_allclose(self_cka.values, self_cka.values.T, atol=1e-12)
-    cross = loaded.layer_cka("seed0", "seed1", debiased=True)
+    cross = layer_by_layer_cka(loaded, "seed0", "seed1", debiased=True)
     np.testing.assert_allclose(
-        cross.values, stats.layer_cka("seed0", "seed1", debiased=True).values, atol=1e-12
+        cross.values, layer_by_layer_cka(stats, "seed0", "seed1", debiased=True).values, atol=1e-12
     )
     # fc6 is a vector layer: its pooled block is the layer's own units, so the entry is the
     # layer's CKA
     i = LAYERS.index("fc6")
     direct = linear_cka(stats["fc6"].moments, nets=("seed0", "seed1")).value
-    assert loaded.layer_cka("seed0", "seed1").values[i, i] == pytest.approx(direct, abs=1e-9)
+    assert layer_by_layer_cka(loaded, "seed0", "seed1").values[i, i] == pytest.approx(
+        direct, abs=1e-9
+    )
     with pytest.raises(ValueError, match="No net 'seed7'"):
-        loaded.layer_cka("seed0", "seed7")
+        layer_by_layer_cka(loaded, "seed0", "seed7")
 
 
 def test_plain_statistics_still_load_and_are_reused(zoo, tmp_path):
@@ -79,7 +82,7 @@ def test_plain_statistics_still_load_and_are_reused(zoo, tmp_path):
     assert type(loaded["fc6"].moments) is Moments and loaded.pooled is None
     assert loaded["fc6"].moments == plain["fc6"].moments
     with pytest.raises(ConvergentError, match="no pooled all-layer moments"):
-        loaded.layer_cka("seed0", "seed1")
+        layer_by_layer_cka(loaded, "seed0", "seed1")
     # a directory collected without the extras is reused, not refused
     first = collect_run(
         tmp_path / "s", zoo=zoo, layers=["fc7"], max_inputs=20, kernel_sums=False, pooled=False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from convergent._demo import run_demo
+from convergent.pipeline import run_demo
 
 TINY = {"nets": 2, "epochs": 2, "subset": 300, "model_kwargs": {"width": 0.25}}
 

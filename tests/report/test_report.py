@@ -9,8 +9,8 @@ import re
 import pytest
 
 from convergent import ConvergentError
-from convergent._demo import run_demo
 from convergent.cli import main
+from convergent.pipeline import run_demo
 from convergent.report import build_report
 from tests.report.conftest import TINY
 

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from convergent._pipeline import SIMILARITY_COLUMNS
+from convergent.results._analyze import SIMILARITY_COLUMNS
 from tests.report.test_report import LAYERS
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convergent.analysis._cca import cca_from_blocks
+from convergent.analysis._joint import pair_blocks
 from convergent.similarity import cca, cca_held_out, joint_moments, pwcca, svcca
-from convergent.similarity._cca import cca_from_blocks
-from convergent.similarity._joint import pair_blocks
 from tests.similarity import refs
 
 

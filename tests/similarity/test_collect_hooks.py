@@ -22,7 +22,7 @@ from convergent.similarity import (
     linear_cka,
     rsa,
 )
-from convergent.similarity._minibatch import unbiased_hsic_matrix
+from convergent.stats._minibatch import unbiased_hsic_matrix
 from tests.similarity import refs
 
 LAYERS = ["conv1", "conv3", "fc7"]
@@ -189,7 +189,7 @@ def test_errors(monkeypatch):
         collect(models, x, LAYERS, observers=[object()], progress=False)
     with pytest.raises(ValueError, match="are not collected"):
         collect(models, x, ["conv1"], observers=[PooledLayerMoments(["fc7"])], progress=False)
-    import convergent.record._collect as collect_module
+    from convergent.collect import _loop as collect_module
 
     monkeypatch.setattr(collect_module, "_world", lambda: (0, 2))
     with pytest.raises(ConvergentError, match="kernel_sums=True\\) does not support distributed"):

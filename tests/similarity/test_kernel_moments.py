@@ -75,7 +75,7 @@ def test_float32_and_torch_inputs_keep_float64_sums():
 
 def test_the_device_code_path_equals_the_numpy_path():
     """Tensors off the CPU are summed by torch on their device; run that code on a CPU tensor."""
-    from convergent.similarity._accumulate import _batch_sums
+    from convergent.stats._kernel import _batch_sums
 
     x = _data(300, seed=4)
     target = x.mean(0) + 0.5
@@ -87,7 +87,7 @@ def test_the_device_code_path_equals_the_numpy_path():
 
 
 def test_it_is_a_moments_and_large_batches_go_in_chunks(monkeypatch):
-    import convergent.similarity._accumulate as acc
+    import convergent.stats._kernel as acc
 
     monkeypatch.setattr(acc, "CHUNK_ROWS", 7)
     x = _data(100, seed=3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from convergent.similarity import SampleBuffer, mutual_knn, rsa
-from convergent.similarity._buffer import priority
+from convergent.stats._buffer import priority
 from tests.similarity import refs
 
 

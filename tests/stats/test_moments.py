@@ -238,7 +238,7 @@ def test_float32_overflow_is_reported_not_accumulated():
 def test_device_path_equals_cpu_path():
     """The torch path (used for GPU tensors) computes the same centred batch statistics as the NumPy
     path; exercised here on CPU tensors since this machine has no GPU."""
-    from convergent.stats._comoments import _centred_product_numpy, _centred_product_torch
+    from convergent.stats._moments import _centred_product_numpy, _centred_product_torch
 
     x = _data(n=300, d=5, seed=9).astype(np.float32)
     ref = _centred_product_numpy(x, np.empty_like(x))

@@ -19,7 +19,8 @@ from torch import nn
 from convergent._errors import ConvergentError
 from convergent.align._groups import _ELEMENTWISE_MODULES, PermutationSpec
 from convergent.align._match import Alignment, match_from_similarities, similarity_from_moments
-from convergent.record import Statistics, capture, collect
+from convergent.collect import capture, collect
+from convergent.stats import Statistics
 
 _ACTIVATIONS = tuple(m for m in _ELEMENTWISE_MODULES if m not in (nn.Dropout, nn.Dropout2d))
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from convergent._progress import bar
-from convergent.record import capture
+from convergent.collect import capture
 
 REPAIRS = ("none", "reset-bn", "repair")
 BARRIER_DEFINITIONS = {

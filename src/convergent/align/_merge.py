@@ -241,7 +241,7 @@ def merge_models(
     BatchNorm reset). ``images`` are training inputs (activation matching, renormalisation);
     ``splits`` maps a split name to (images, labels) to evaluate on.
     """
-    from convergent.train import evaluate
+    from convergent.zoo import evaluate
 
     if repair_mode not in REPAIRS:
         raise ValueError(

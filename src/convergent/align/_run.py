@@ -1,5 +1,5 @@
 """`convergent align` and `convergent interpolate` as library functions: nets named on the command
-line (see :mod:`convergent.align._nets`) + their dataset -> files on disk and small result objects."""
+line (see :mod:`convergent.zoo._refs`) + their dataset -> files on disk and small result objects."""
 
 from __future__ import annotations
 
@@ -29,15 +29,15 @@ from convergent.align._interpolate import (
 )
 from convergent.align._match import SIMILARITIES, Alignment, weight_matching
 from convergent.align._merge import merge_models, permuted
-from convergent.align._nets import (
+from convergent.align._permfile import permutation_file, save_permutation
+from convergent.align._plot import plot_interpolation
+from convergent.zoo._refs import (
     Net,
     dataset_of_zoo,
     load_pair,
     net_metadata,
     save_model,
 )
-from convergent.align._permfile import permutation_file, save_permutation
-from convergent.align._plot import plot_interpolation
 
 ALIGN_METHODS = ("activation", "weight")
 INTERPOLATE_ALIGN = ("none", "activation", "weight")
@@ -69,7 +69,7 @@ def align_pair(
         return weight_matching(spec, net_a.model.state_dict(), net_b.model.state_dict(), seed=seed)
     loaded = None
     if stats is not None:
-        from convergent.record import Statistics
+        from convergent.stats import Statistics
 
         loaded = Statistics.load(stats)
     return activation_matching(
@@ -211,7 +211,7 @@ def interpolate_run(
     Writes ``interpolation.json`` (curves, barriers, their definitions, settings), ``.csv`` (one row
     per curve, split and alpha) and ``.png`` (:func:`plot_interpolation`) under ``out``.
     """
-    from convergent.train import evaluate
+    from convergent.zoo import evaluate
 
     if align not in INTERPOLATE_ALIGN:
         raise ValueError(
@@ -370,7 +370,7 @@ def merge_run(
     """Align every net of ``zoo`` (or the named ``nets``), average, renormalise and evaluate; write
     the merged model to ``out`` (safetensors) and its evaluation next to it (``.json``)."""
     from convergent.data import load_dataset
-    from convergent.train import load_zoo
+    from convergent.zoo import load_zoo
 
     zoo_obj = load_zoo(zoo)
     name, subset = dataset_of_zoo(zoo_obj)

@@ -1,6 +1,10 @@
-"""The paper's analyses as pure functions of statistics (or arrays): one-to-one matching, mutual
-information, sparse one-to-many prediction, many-to-many spectral clustering, mean activations."""
+"""The analyses as pure functions of statistics (or arrays): the paper's one-to-one matching, mutual
+information, sparse one-to-many prediction, many-to-many spectral clustering and mean activations,
+and the whole-layer similarity metrics (CKA, CCA family, shape metrics, RSA, null levels)."""
 
+from convergent.analysis._cca import CCAResult, cca, cca_held_out, pwcca, svcca
+from convergent.analysis._cka import debiased_cka, layer_by_layer_cka, layer_cka_matrix, linear_cka
+from convergent.analysis._joint import PairBlocks, joint_moments, pair_blocks
 from convergent.analysis._layer import (
     AnalysisSettings,
     LayerResult,
@@ -18,6 +22,7 @@ from convergent.analysis._mi import (
     mutual_information_matrix,
     quantile_edges,
 )
+from convergent.analysis._null import held_out_similarity, init_null, shuffled_null
 from convergent.analysis._one_to_one import (
     MatchResult,
     PairMatching,
@@ -26,6 +31,21 @@ from convergent.analysis._one_to_one import (
     semi_matching,
     summarize_pairs,
     within_net_baseline,
+)
+from convergent.analysis._procrustes import (
+    BasisAlignment,
+    ShapeResult,
+    basis_alignment,
+    shape_distance,
+    shape_held_out,
+)
+from convergent.analysis._rsa import correlation_rdm, mutual_knn, rsa
+from convergent.analysis._similarity import (
+    METRICS,
+    SimilaritySettings,
+    layer_similarity,
+    pair_similarity,
+    pairwise_matrix,
 )
 from convergent.analysis._sparse import (
     LassoFit,
@@ -44,7 +64,10 @@ from convergent.analysis._spectral import (
 )
 
 __all__ = [
+    "METRICS",
     "AnalysisSettings",
+    "BasisAlignment",
+    "CCAResult",
     "ClusterPairResult",
     "JointHistogram",
     "LassoFit",
@@ -52,28 +75,53 @@ __all__ = [
     "MatchResult",
     "MeanActivations",
     "MutualInformation",
+    "PairBlocks",
     "PairClustering",
     "PairMatching",
+    "ShapeResult",
+    "SimilaritySettings",
     "SparsePredictionResult",
     "affinity_matrix",
     "analyze_layer",
+    "basis_alignment",
     "bipartite_matching",
+    "cca",
+    "cca_held_out",
     "cluster_pair",
     "compare_means",
     "compare_pair",
+    "correlation_rdm",
+    "debiased_cka",
     "default_penalties",
     "errors_at_nonzero",
+    "held_out_similarity",
+    "init_null",
+    "joint_moments",
     "lasso_gram",
+    "layer_by_layer_cka",
+    "layer_cka_matrix",
+    "layer_similarity",
     "layer_summary_table",
+    "linear_cka",
     "mutual_information",
     "mutual_information_matrix",
+    "mutual_knn",
     "net_pairs",
+    "pair_blocks",
     "pair_key",
+    "pair_similarity",
+    "pairwise_matrix",
+    "pwcca",
     "quantile_edges",
+    "rsa",
     "semi_matching",
+    "shape_distance",
+    "shape_held_out",
+    "shuffled_null",
     "sparse_prediction",
     "spectral_clustering",
     "summarize_pairs",
     "summary_row",
+    "svcca",
     "within_net_baseline",
 ]

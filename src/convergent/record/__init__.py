@@ -1,13 +1,19 @@
-"""Recording activations: forward hooks, (samples, units) reshaping, top-k inputs, the collection loop
-(:func:`collect`) and the statistics directory it produces."""
+"""Former home of collection (kept so ``convergent.record`` imports keep working): the names now
+live in :mod:`convergent.collect` (hooks, the loop, ``collect_run``) and :mod:`convergent.stats`
+(``Statistics``, ``TopK``)."""
 
-from convergent.record._collect import collect, iter_batches
-from convergent.record._hooks import capture, resolve_layers
-from convergent.record._mi_pass import collect_mutual_information
-from convergent.record._run import collect_run, stats_summary
-from convergent.record._samples import SPATIAL_MODES, to_samples
-from convergent.record._statistics import LayerStatistics, Statistics
-from convergent.record._topk import TopK
+from convergent.collect import (
+    SPATIAL_MODES,
+    capture,
+    collect,
+    collect_mutual_information,
+    collect_run,
+    iter_batches,
+    resolve_layers,
+    stats_summary,
+    to_samples,
+)
+from convergent.stats import LayerStatistics, Statistics, TopK
 
 __all__ = [
     "SPATIAL_MODES",

@@ -21,8 +21,8 @@ import numpy as np
 from convergent._errors import ConvergentError
 from convergent._io import atomic_write_bytes, load_arrays, read_json, write_json
 from convergent._progress import bar
+from convergent.collect._patches import tile, unit_patches
 from convergent.report import _figures as fig
-from convergent.report._patches import tile, unit_patches
 
 SECTION_TEXT = {
     "summary": (
@@ -186,7 +186,7 @@ def _matched_entries(
 def _context(results: Mapping[str, Any]) -> tuple[Any, Any, str | None]:
     """(zoo, dataset images, why not) for the patch pictures."""
     from convergent.data import load_dataset
-    from convergent.train import load_zoo
+    from convergent.zoo import load_zoo
 
     run = results["run"]
     source = run.get("source", {})
@@ -231,8 +231,8 @@ def build_report(
         Output directory of ``convergent interpolate`` to include (default: ``interpolation/``
         beside ``results_dir``, if there is one, as ``convergent demo --interpolate`` writes it).
     """
-    from convergent._pipeline import _write_csv
-    from convergent.record import Statistics
+    from convergent.results._analyze import _write_csv
+    from convergent.stats import Statistics
 
     results_dir = Path(results_dir)
     path = results_dir / "results.json"

@@ -1,6 +1,49 @@
-"""Statistics as pure data: streaming, exactly mergeable moments of activations."""
+"""Statistics as pure data: every streaming, exactly mergeable statistic of activations, and the
+statistics directory (``stats/``) that holds them.
 
-from convergent.stats._comoments import DEAD_RTOL, Moments
+- :class:`Moments` (count, mean, centred co-moment), :class:`KernelMoments` (+ the sums that make
+  debiased CKA exact), :class:`TopK` (each unit's strongest inputs), :class:`JointHistogram` (mutual
+  information), :class:`SampleBuffer` (a bounded, deterministic input sample), :class:`MinibatchCKA`,
+  :class:`ShuffledPairs` (the shuffled-input null);
+- :class:`Statistics` / :class:`LayerStatistics`: what one collection pass produces, saved as a
+  directory;
+- :func:`merge_all` / :func:`all_merge`: exact merges in a list or across ``torch.distributed`` ranks.
+"""
+
+from convergent.stats._buffer import SampleBuffer
+from convergent.stats._directory import LayerStatistics, Statistics, block_name
 from convergent.stats._distributed import all_merge, merge_all
+from convergent.stats._histogram import (
+    DEFAULT_MAX_BYTES,
+    JointHistogram,
+    digitize,
+    quantile_edges,
+)
+from convergent.stats._kernel import KernelMoments
+from convergent.stats._minibatch import MinibatchCKA, unbiased_hsic_matrix
+from convergent.stats._moments import DEAD_RTOL, Moments
+from convergent.stats._scores import PairScore, ScoreMatrix
+from convergent.stats._shuffled import ShuffledPairs
+from convergent.stats._topk import TopK
 
-__all__ = ["DEAD_RTOL", "Moments", "all_merge", "merge_all"]
+__all__ = [
+    "DEAD_RTOL",
+    "DEFAULT_MAX_BYTES",
+    "JointHistogram",
+    "KernelMoments",
+    "LayerStatistics",
+    "MinibatchCKA",
+    "Moments",
+    "PairScore",
+    "SampleBuffer",
+    "ScoreMatrix",
+    "ShuffledPairs",
+    "Statistics",
+    "TopK",
+    "all_merge",
+    "block_name",
+    "digitize",
+    "merge_all",
+    "quantile_edges",
+    "unbiased_hsic_matrix",
+]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 
 from convergent._errors import ConvergentError
-from convergent.stats._comoments import Moments
+from convergent.stats._moments import Moments
 
 
 def merge_all(shards: Iterable[Moments]) -> Moments:

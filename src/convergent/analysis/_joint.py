@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from convergent._errors import ConvergentError
-from convergent.similarity._accumulate import KernelMoments
 from convergent.stats import Moments
+from convergent.stats._kernel import KernelMoments
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from convergent.analysis._mi import (
     mutual_information_matrix,
     quantile_edges,
 )
-from convergent.record._collect import _as_inputs, _batch
-from convergent.record._hooks import capture
-from convergent.record._samples import is_channels_first, to_samples
+from convergent.collect._hooks import capture
+from convergent.collect._loop import _as_inputs, _batch
+from convergent.collect._samples import is_channels_first, to_samples
 
 
 def collect_mutual_information(

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from convergent.similarity._buffer import SampleBuffer
-from convergent.similarity._result import PairScore
+from convergent.stats._buffer import SampleBuffer
+from convergent.stats._scores import PairScore
 
 
 def _pair_features(

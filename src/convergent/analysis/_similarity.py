@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from convergent.similarity._cca import cca_from_blocks, pwcca_from_cca
-from convergent.similarity._cka import cka_from_blocks
-from convergent.similarity._joint import PairBlocks, pair_blocks, resolve_ranges
-from convergent.similarity._procrustes import BasisAlignment, fit_shape, score_shape
-from convergent.similarity._result import ScoreMatrix, _jsonable
+from convergent.analysis._cca import cca_from_blocks, pwcca_from_cca
+from convergent.analysis._cka import cka_from_blocks
+from convergent.analysis._joint import PairBlocks, pair_blocks, resolve_ranges
+from convergent.analysis._procrustes import BasisAlignment, fit_shape, score_shape
+from convergent.stats._scores import ScoreMatrix, _jsonable
 
 #: Scalar metrics of a pair, as named in matrices and summaries. Similarities (higher = more alike):
 #: cka, debiased_cka, cca, svcca, pwcca; distances: angular, procrustes and their *_perm.

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from convergent._errors import ConvergentError
-from convergent.similarity._joint import PairBlocks, pair_blocks, require_kernel
-from convergent.similarity._result import PairScore, ScoreMatrix
+from convergent.analysis._joint import PairBlocks, pair_blocks, require_kernel
+from convergent.stats import block_name
+from convergent.stats._scores import PairScore, ScoreMatrix
 
 
 def linear_cka(
@@ -154,4 +155,28 @@ def layer_cka_matrix(
     row_names, col_names = labels if labels is not None else (rows, cols)
     return ScoreMatrix(
         "debiased_cka" if debiased else "cka", list(row_names), list(col_names), values
+    )
+
+
+def layer_by_layer_cka(
+    stats: Any, net_a: str, net_b: str, *, debiased: bool = False
+) -> ScoreMatrix:
+    """Layer x layer CKA between ``net_a``'s layers (rows) and ``net_b``'s (columns) from the pooled
+    all-layer moments of a :class:`~convergent.stats.Statistics` (one spatially averaged sample per
+    input; ``collect`` keeps them unless told not to)."""
+    if stats.pooled is None:
+        raise ConvergentError(
+            "These statistics hold no pooled all-layer moments; collect them with "
+            "`convergent collect` (without --no-pooled)."
+        )
+    for net in (net_a, net_b):
+        if net not in stats.nets:
+            raise ValueError(f"No net {net!r} in these statistics. Nets: {stats.nets}.")
+    layers = list(stats.pooled_layers)
+    return layer_cka_matrix(
+        stats.pooled,
+        [block_name(net_a, layer) for layer in layers],
+        [block_name(net_b, layer) for layer in layers],
+        debiased=debiased,
+        labels=(layers, layers),
     )

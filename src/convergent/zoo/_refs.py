@@ -19,6 +19,10 @@ from torch import nn
 
 from convergent._errors import ConvergentError
 from convergent._io import atomic_write_bytes, read_json, sha256_file
+from convergent.data import load_dataset
+from convergent.models import build_model
+from convergent.zoo._checkpoint import load_weights
+from convergent.zoo._zoo import MANIFEST, ZOO_FORMAT, load_zoo
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Net:
         }
 
 
-def _checkpoint_metadata(path: Path) -> dict[str, Any]:
+def checkpoint_metadata(path: Path) -> dict[str, Any]:
     """The ``convergent`` JSON metadata of a safetensors checkpoint ({} if none or unreadable)."""
     if path.suffix != ".safetensors":
         return {}
@@ -59,8 +63,6 @@ def _checkpoint_metadata(path: Path) -> dict[str, Any]:
 
 def _zoo_of(path: Path) -> Any:
     """The zoo (unverified) whose directory is ``path``, or None."""
-    from convergent.train import MANIFEST, ZOO_FORMAT, load_zoo
-
     manifest = path / MANIFEST
     if manifest.is_file() and read_json(manifest).get("format") == ZOO_FORMAT:
         return load_zoo(path, verify=False)
@@ -102,15 +104,13 @@ def load_dataset_for(
     nets: Sequence[tuple[Any, str, Path]], dataset: str | None, data_dir: str | os.PathLike | None
 ) -> Any:
     """The dataset the nets were trained on (their zoo's or checkpoint's), unless ``dataset`` is given."""
-    from convergent.data import load_dataset
-
     subset = None
     if dataset is None:
         for zoo, _, path in nets:
             if zoo is not None:
                 dataset, subset = dataset_of_zoo(zoo)
                 break
-            meta = _checkpoint_metadata(path)
+            meta = checkpoint_metadata(path)
             if meta.get("dataset"):
                 dataset, subset = meta["dataset"], meta.get("subset")
                 break
@@ -130,9 +130,6 @@ def load_net(
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> Net:
     """Build and load a located net (a zoo's checksums are verified)."""
-    from convergent.models import build_model
-    from convergent.train import load_weights
-
     zoo, name, path = located
     if zoo is not None:
         rec = zoo.record(name)
@@ -140,7 +137,7 @@ def load_net(
         return Net(
             name, zoo.model(name), rec.arch, dict(rec.kwargs), path, rec.sha256, dataset, subset
         )
-    meta = _checkpoint_metadata(path)
+    meta = checkpoint_metadata(path)
     arch = arch or meta.get("arch")
     if arch is None:
         raise ValueError(

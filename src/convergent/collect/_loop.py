@@ -2,7 +2,7 @@
 
 Activations are never stored: each batch's layer outputs are reshaped to (samples, units),
 concatenated over the nets, and folded into that layer's joint :class:`~convergent.stats.Moments` and
-:class:`~convergent.record.TopK`. Under ``torchrun`` every rank takes a contiguous shard of the inputs
+:class:`~convergent.stats.TopK`. Under ``torchrun`` every rank takes a contiguous shard of the inputs
 and the shards are merged exactly, in rank order.
 """
 
@@ -18,12 +18,10 @@ from torch import nn
 
 from convergent._errors import ConvergentError
 from convergent._progress import bar
+from convergent.collect._hooks import capture, resolve_layers
+from convergent.collect._samples import is_channels_first, to_samples
 from convergent.models import default_layers
-from convergent.record._hooks import capture, resolve_layers
-from convergent.record._samples import is_channels_first, to_samples
-from convergent.record._statistics import LayerStatistics, Statistics
-from convergent.record._topk import TopK
-from convergent.stats import Moments
+from convergent.stats import KernelMoments, LayerStatistics, Moments, Statistics, TopK, all_merge
 
 
 @dataclass(frozen=True)
@@ -142,12 +140,12 @@ def collect(
     info : mapping, optional
         Free description (dataset, split, zoo) stored with the statistics.
     kernel_sums : bool
-        Keep each layer's moments as a :class:`~convergent.similarity.KernelMoments` (a
+        Keep each layer's moments as a :class:`~convergent.stats.KernelMoments` (a
         ``Moments`` plus the per-sample sums that make debiased CKA exact; O(K D) more state,
         saved in the same file). Not yet with ``distributed``.
     observers : sequence, optional
         Extra accumulators called once per batch as ``observer.observe(view)`` with a
-        :class:`BatchView` (e.g. ``convergent.similarity.PooledLayerMoments``). They are not part
+        :class:`BatchView` (e.g. ``convergent.collect.PooledLayerMoments``). They are not part
         of the returned statistics: keep a reference. Under ``distributed`` each rank's observers
         see only its shard (merge them yourself).
 
@@ -210,8 +208,6 @@ def collect(
                 ranges[net] = (start, start + s.shape[1])
                 start += s.shape[1]
             if kernel_sums:
-                from convergent.similarity import KernelMoments
-
                 moments = KernelMoments(start, ranges, exact=exact)
             else:
                 moments = Moments(start, exact=exact)
@@ -330,8 +326,6 @@ def _fold(
 
 def _merge_ranks(state: dict[str, dict[str, Any]]) -> None:
     import torch.distributed as dist
-
-    from convergent.stats import all_merge
 
     for layer in sorted(state):
         st = state[layer]

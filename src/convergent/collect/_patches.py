@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convergent.record._hooks import capture
+from convergent.collect._hooks import capture
 
 
 def receptive_box(

@@ -37,7 +37,7 @@ import torch
 
 from convergent._errors import CorruptFileError
 from convergent._io import load_arrays, save_arrays
-from convergent.stats import Moments
+from convergent.stats._moments import Moments
 
 _EXTRA_KEY = "kernel_sums"
 #: Rows of a batch turned to float64 at a time (bounds the extra memory of an update).

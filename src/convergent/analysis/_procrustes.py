@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from convergent.analysis import MatchResult, bipartite_matching
-from convergent.similarity._joint import PairBlocks, pair_blocks
-from convergent.similarity._result import _jsonable
+from convergent.analysis._joint import PairBlocks, pair_blocks
+from convergent.analysis._one_to_one import MatchResult, bipartite_matching
+from convergent.stats._scores import _jsonable
 
 GROUPS = ("rotation", "permutation")
 EIG_TOL = 1e-7

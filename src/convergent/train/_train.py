@@ -14,23 +14,30 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from convergent._errors import ConvergentError, CorruptFileError
-from convergent._io import read_json, sha256_file, write_json
+from convergent._io import atomic_write_bytes, read_json, sha256_file, write_json
 from convergent._progress import bar
 from convergent._version import __version__
 from convergent.models import build_model, check_kwargs
+from convergent.zoo import (
+    MANIFEST,
+    ZOO_FORMAT,
+    NetRecord,
+    Zoo,
+    evaluate,
+    load_zoo,
+    save_checkpoint,
+    verify_checkpoint,
+)
 
-MANIFEST = "manifest.json"
-ZOO_FORMAT = "convergent-zoo"
 VARIABLE_FACTORS = ("init", "order")
 
 
@@ -100,135 +107,6 @@ def default_config(dataset: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**{**asdict(base), **changes})
 
 
-@dataclass
-class NetRecord:
-    """What the manifest says about one trained net."""
-
-    name: str
-    arch: str
-    kwargs: dict[str, Any]
-    seeds: dict[str, int]
-    dataset: str
-    epochs: int
-    optimizer: dict[str, Any]
-    checkpoint: str
-    sha256: str
-    train_accuracy: float
-    train_loss: float
-    test_accuracy: float
-    test_loss: float
-    seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class Zoo:
-    """A trained zoo read from disk: its manifest and the nets' records.
-
-    Use :meth:`model` / :meth:`models` to get the networks with their weights (checksums verified).
-    """
-
-    path: Path
-    manifest: dict[str, Any]
-    nets: list[NetRecord]
-
-    @property
-    def names(self) -> list[str]:
-        return [n.name for n in self.nets]
-
-    def record(self, name: str) -> NetRecord:
-        for net in self.nets:
-            if net.name == name:
-                return net
-        raise ValueError(f"No net named {name!r} in the zoo at {self.path}. Nets: {self.names}.")
-
-    def build(self, name: str) -> nn.Module:
-        """The untrained architecture of net ``name`` (same kwargs and data shape)."""
-        rec = self.record(name)
-        ds = self.manifest["dataset"]
-        c, h, w = ds["input_shape"]
-        return build_model(
-            rec.arch, in_channels=c, input_size=(h, w), num_classes=ds["num_classes"], **rec.kwargs
-        )
-
-    def model(self, name: str, *, verify: bool = True) -> nn.Module:
-        """Net ``name`` with its trained weights, in eval mode; the checksum is verified first."""
-        rec = self.record(name)
-        path = self.path / rec.checkpoint
-        if verify:
-            verify_checkpoint(path, rec.sha256)
-        model = self.build(name)
-        load_weights(model, path)
-        return model.eval()
-
-    def models(
-        self, names: Iterable[str] | None = None, *, verify: bool = True
-    ) -> dict[str, nn.Module]:
-        """``{name: model}`` for the given nets (default: all, in manifest order)."""
-        return {n: self.model(n, verify=verify) for n in (names or self.names)}
-
-
-def verify_checkpoint(path: Path, expected_sha256: str) -> None:
-    """Refuse a missing, truncated or altered checkpoint (its SHA-256 differs from the manifest's)."""
-    if not path.is_file():
-        raise CorruptFileError(
-            f"Checkpoint {path} listed in the zoo manifest is missing. Re-run `convergent train` "
-            "with the same settings to retrain that net."
-        )
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise CorruptFileError(
-            f"Checkpoint {path} does not match the manifest: SHA-256 {actual} instead of "
-            f"{expected_sha256}. The file was changed or truncated after training; delete it and "
-            "re-run `convergent train` with the same settings to retrain that net."
-        )
-
-
-def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load weights into ``model`` from a safetensors file, or a ``.pt``/``.pth`` state dict read with
-    ``torch.load(weights_only=True)`` (never unpickling arbitrary objects)."""
-    path = Path(path)
-    if path.suffix in (".pt", ".pth", ".bin"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CorruptFileError(
-                f"Could not read {path} as a PyTorch state dict with weights_only=True ({exc}). "
-                "Save a plain state_dict (tensors only), or convert it to safetensors."
-            ) from exc
-        if isinstance(state, Mapping) and "state_dict" in state:
-            state = state["state_dict"]
-    else:
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as exc:
-            raise CorruptFileError(
-                f"{path} is not a readable safetensors checkpoint ({type(exc).__name__}: {exc})."
-            ) from exc
-        state = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in state.items()}
-    if not isinstance(state, Mapping):
-        raise CorruptFileError(f"{path} does not hold a state dict (got {type(state).__name__}).")
-    missing, unexpected = [], []
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise CorruptFileError(
-            f"Checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}. Check the architecture and its arguments."
-        )
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise CorruptFileError(
-                f"Checkpoint {path}: tensor {k!r} has shape {tuple(state[k].shape)}, the model "
-                f"expects {tuple(v.shape)}. Check the architecture's width/depth arguments."
-            )
-    model.load_state_dict(dict(state))
-    return model
-
-
 # ----------------------------------------------------------------------------------------------
 # training one net
 
@@ -243,32 +121,6 @@ def _seeds_for(seed: int, vary: Sequence[str], base_seed: int) -> dict[str, int]
 def _epoch_order(n: int, order_seed: int, epoch: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1_000_003 * order_seed + epoch)
     return torch.randperm(n, generator=gen)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int = 512,
-    device: str | torch.device = "cpu",
-) -> tuple[float, float]:
-    """(mean cross-entropy loss, accuracy) of ``model`` on a split, in eval mode."""
-    was_training = model.training
-    model.eval()
-    total_loss, correct = 0.0, 0
-    try:
-        for start in range(0, len(labels), batch_size):
-            x = images[start : start + batch_size].to(device)
-            y = labels[start : start + batch_size].to(device)
-            out = model(x)
-            total_loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-    finally:
-        model.train(was_training)
-    n = max(1, len(labels))
-    return total_loss / n, correct / n
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
@@ -308,8 +160,6 @@ def _save_partial(
             )
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"convergent": json.dumps({"epoch": epoch, "history": history, "seconds": seconds})}
-    from convergent._io import atomic_write_bytes
-
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
@@ -567,7 +417,7 @@ def train_zoo(
             callback=callback,
         )
         ckpt = out / f"{name}.safetensors"
-        _save_checkpoint(
+        save_checkpoint(
             ckpt, model, {"name": name, "arch": arch, "kwargs": kwargs, "seeds": net_seeds}
         )
         record = NetRecord(
@@ -586,62 +436,3 @@ def train_zoo(
         write_json(manifest_path, manifest)
         partial.unlink(missing_ok=True)
     return load_zoo(out, verify=False)
-
-
-def _save_checkpoint(path: Path, model: nn.Module, meta: Mapping[str, Any]) -> None:
-    from safetensors.torch import save
-
-    from convergent._io import atomic_write_bytes
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(tensors, metadata={"convergent": json.dumps(dict(meta))}))
-
-
-def load_zoo(path: str | os.PathLike, *, verify: bool = True) -> Zoo:
-    """Read a zoo directory. With ``verify``, every checkpoint's SHA-256 is checked against the
-    manifest and a missing, truncated or altered one raises :class:`CorruptFileError`."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise ConvergentError(
-            f"{path} is not a zoo: {manifest_path} does not exist. Create one with `convergent train "
-            f"--out {path}`."
-        )
-    manifest = read_json(manifest_path)
-    if manifest.get("format") != ZOO_FORMAT:
-        raise ConvergentError(f"{manifest_path} is not a convergent zoo manifest.")
-    try:
-        nets = [NetRecord(**rec) for rec in manifest["nets"]]
-    except (TypeError, KeyError) as exc:
-        raise CorruptFileError(f"{manifest_path} has a malformed net record ({exc}).") from exc
-    if verify:
-        for rec in nets:
-            verify_checkpoint(path / rec.checkpoint, rec.sha256)
-    return Zoo(path=path, manifest=manifest, nets=nets)
-
-
-def zoo_summary(zoo: Zoo) -> list[dict[str, Any]]:
-    """One row per net: name, seeds, accuracies, seconds (for tables)."""
-    return [
-        {
-            "net": r.name,
-            "init seed": r.seeds["init"],
-            "order seed": r.seeds["order"],
-            "train acc": round(r.train_accuracy, 4),
-            "test acc": round(r.test_accuracy, 4),
-            "test loss": round(r.test_loss, 4),
-            "seconds": round(r.seconds, 1),
-        }
-        for r in zoo.nets
-    ]
-
-
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of a model's state dict bytes (names and values), for determinism checks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(value.detach().cpu().numpy()).tobytes())
-    return digest.hexdigest()

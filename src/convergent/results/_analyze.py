@@ -14,8 +14,15 @@ from convergent._errors import ConvergentError
 from convergent._io import read_json, save_arrays, sha256_file, write_json
 from convergent._progress import bar
 from convergent._version import __version__
-from convergent.analysis import AnalysisSettings, analyze_layer, net_pairs, summary_row
-from convergent.similarity import layer_similarity
+from convergent.analysis import (
+    AnalysisSettings,
+    analyze_layer,
+    layer_by_layer_cka,
+    layer_similarity,
+    net_pairs,
+    summary_row,
+)
+from convergent.stats import Statistics
 
 RESULTS_FORMAT = "convergent-results"
 
@@ -42,9 +49,9 @@ def _mi_for_layer(
     inputs: int,
     progress: bool | None,
 ) -> dict[str, Any]:
+    from convergent.collect import collect_mutual_information
     from convergent.data import load_dataset
-    from convergent.record import collect_mutual_information
-    from convergent.train import load_zoo
+    from convergent.zoo import load_zoo
 
     source = stats.info.get("source", {})
     if "zoo" not in source:
@@ -103,8 +110,6 @@ def analyze_run(
         Also compute mutual-information matching (a second pass over up to ``mi_inputs`` inputs of
         the same split), for the first pair (``mi_pairs="first"``) or all pairs (``"all"``).
     """
-    from convergent.record import Statistics
-
     settings = settings or AnalysisSettings()
     stats_dir, out = Path(stats_dir), Path(out)
     stats = Statistics.load(stats_dir, layers=layers)
@@ -224,10 +229,10 @@ def layer_by_layer(stats: Any, net_a: str, net_b: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "nets": [net_a, net_b],
         "samples": int(stats.pooled.count),
-        "cka": stats.layer_cka(net_a, net_b).to_dict(),
+        "cka": layer_by_layer_cka(stats, net_a, net_b).to_dict(),
     }
     if getattr(stats.pooled, "norm_products", None) is not None and stats.pooled.count >= 4:
-        out["debiased_cka"] = stats.layer_cka(net_a, net_b, debiased=True).to_dict()
+        out["debiased_cka"] = layer_by_layer_cka(stats, net_a, net_b, debiased=True).to_dict()
     return out
 
 

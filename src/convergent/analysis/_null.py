@@ -20,18 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.similarity._accumulate import KernelMoments
-from convergent.similarity._cca import cca_from_blocks, cca_held_out
-from convergent.similarity._joint import joint_moments, pair_blocks, resolve_ranges
-from convergent.similarity._layer import (
+from convergent.analysis._cca import cca_from_blocks, cca_held_out
+from convergent.analysis._joint import joint_moments, pair_blocks, resolve_ranges
+from convergent.analysis._procrustes import fit_shape, score_shape
+from convergent.analysis._similarity import (
     SimilaritySettings,
     layer_similarity,
     pair_key,
     pair_similarity,
     scalars,
 )
-from convergent.similarity._procrustes import fit_shape, score_shape
-from convergent.similarity._result import _jsonable
+from convergent.stats._scores import _jsonable
 
 
 def init_null(
@@ -120,66 +119,6 @@ def shuffled_null(
     return _jsonable(
         {"null_kind": "shuffled", "repeats": int(repeats), "seed": seed, "metrics": summary}
     )
-
-
-class ShuffledPairs:
-    """Joint moments of K nets with net k's samples paired with other inputs (pure data).
-
-    Parameters
-    ----------
-    unit_ranges : mapping of net to (start, stop)
-        The nets' units among the joint units (in order; net k is rolled by k inputs).
-    exact : bool
-        As for ``Moments``.
-
-    Attributes
-    ----------
-    moments : KernelMoments
-        The mispaired joint moments (give them to any metric).
-    skipped : int
-        Batches with fewer inputs than nets.
-    """
-
-    def __init__(self, unit_ranges: Mapping[str, Any], *, exact: bool = False) -> None:
-        ranges = {str(k): (int(v[0]), int(v[1])) for k, v in unit_ranges.items()}
-        if not ranges:
-            raise ValueError("The 'unit_ranges' parameter of ShuffledPairs must name the nets.")
-        dim = max(stop for _, stop in ranges.values())
-        self.moments = KernelMoments(dim, ranges, exact=exact)
-        self.skipped = 0
-
-    def update(self, x: Any, samples_per_input: int = 1) -> ShuffledPairs:
-        """Add a batch of joint samples (n, D), input-major: rows ``i * P + p`` are input i."""
-        n = int(x.shape[0])
-        if samples_per_input < 1 or n % samples_per_input:
-            raise ValueError(
-                f"A batch of {n} samples is not a whole number of inputs of {samples_per_input} "
-                "samples each."
-            )
-        ranges = list(self.moments.unit_ranges.values())
-        if n // samples_per_input < len(ranges):
-            self.skipped += 1
-            return self
-        parts = []
-        for k, (start, stop) in enumerate(ranges):
-            shift = k * samples_per_input
-            if isinstance(x, torch.Tensor):
-                parts.append(torch.roll(x[:, start:stop], shift, dims=0))
-            else:
-                parts.append(np.roll(np.asarray(x)[:, start:stop], shift, axis=0))
-        joint = torch.cat(parts, 1) if isinstance(x, torch.Tensor) else np.concatenate(parts, 1)
-        self.moments.update(joint)
-        return self
-
-    def merge(self, other: ShuffledPairs) -> ShuffledPairs:
-        """Fold in another shard (same nets); returns ``self``."""
-        if not isinstance(other, ShuffledPairs):
-            raise TypeError(
-                f"ShuffledPairs.merge expects a ShuffledPairs. Got {type(other).__name__}."
-            )
-        self.moments.merge(other.moments)
-        self.skipped += other.skipped
-        return self
 
 
 def held_out_similarity(

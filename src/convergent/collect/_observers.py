@@ -1,7 +1,7 @@
 """Collect-time accumulators: thin adapters that feed the pure accumulators from ``collect``.
 
 ``collect(..., observers=[...])`` calls ``observer.observe(view)`` once per batch with a
-``BatchView`` (defined in ``convergent.record._collect``: the batch's layer outputs of every net,
+``BatchView`` (defined in ``convergent.collect._loop``: the batch's layer outputs of every net,
 the input indices, and helpers: ``samples(net, layer)`` as collected, ``pooled(net, layer)``
 spatially averaged, ``flat(net, layer)`` flattened). Every adapter merges with another of its kind
 (a shard).
@@ -22,17 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.similarity._accumulate import KernelMoments
-from convergent.similarity._buffer import SampleBuffer
-from convergent.similarity._cka import layer_cka_matrix
-from convergent.similarity._minibatch import MinibatchCKA
-from convergent.similarity._null import ShuffledPairs
-from convergent.similarity._result import ScoreMatrix
-
-
-def block_name(net: str, layer: str) -> str:
-    """The name of a net's layer among the blocks of an all-layers accumulator: ``net/layer``."""
-    return f"{net}/{layer}"
+from convergent.analysis._cka import layer_cka_matrix
+from convergent.stats import ShuffledPairs, block_name
+from convergent.stats._buffer import SampleBuffer
+from convergent.stats._kernel import KernelMoments
+from convergent.stats._minibatch import MinibatchCKA
+from convergent.stats._scores import ScoreMatrix
 
 
 def _layers(view: Any, layers: Sequence[str] | None) -> list[str]:

@@ -100,9 +100,9 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from convergent.align._check import check_model, check_run
-    from convergent.align._nets import load_dataset_for, load_net, locate_net
     from convergent.cli import _model_kwargs, _threads
     from convergent.report import format_table
+    from convergent.zoo._refs import load_dataset_for, load_net, locate_net
 
     _threads(args)
     kwargs = _model_kwargs(args.set)

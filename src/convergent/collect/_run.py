@@ -12,8 +12,8 @@ import torch
 
 from convergent._errors import ConvergentError
 from convergent._io import read_json, sha256_file
-from convergent.record._collect import collect
-from convergent.record._statistics import MANIFEST, Statistics
+from convergent.collect._loop import collect
+from convergent.stats._directory import MANIFEST, Statistics
 
 SPLITS = ("train", "test")
 
@@ -69,7 +69,7 @@ def collect_run(
     directory is reused whatever its extras (older ones have neither).
     """
     from convergent.data import load_dataset
-    from convergent.train import load_weights, load_zoo
+    from convergent.zoo import load_weights, load_zoo
 
     if split not in SPLITS:
         raise ValueError(f"The 'split' parameter must be one of {SPLITS}. Got {split!r} instead.")
@@ -157,7 +157,7 @@ def collect_run(
             kernel_sums = pooled = False
         observer = None
         if pooled:
-            from convergent.similarity import PooledLayerMoments
+            from convergent.collect._observers import PooledLayerMoments
 
             observer = PooledLayerMoments(exact=exact)
         stats = collect(

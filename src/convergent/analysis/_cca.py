@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from convergent.similarity._joint import PairBlocks, pair_blocks
-from convergent.similarity._result import _jsonable
+from convergent.analysis._joint import PairBlocks, pair_blocks
+from convergent.stats._scores import _jsonable
 
 CCA_METHODS = ("cca", "svcca", "pwcca")
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.similarity._result import ScoreMatrix
+from convergent.stats._scores import ScoreMatrix
 
 ESTIMATE_NOTE = (
     "estimate: mean over minibatches of the unbiased HSIC of each minibatch's Gram matrices "

@@ -60,10 +60,10 @@ def run_demo(
         vs. aligned + REPAIR, written to ``interpolation/`` and shown in the report.
     """
     from convergent._errors import ConvergentError
-    from convergent._pipeline import analyze_run
+    from convergent.collect import collect_run
     from convergent.data import load_dataset
-    from convergent.record import collect_run
     from convergent.report import build_report
+    from convergent.results._analyze import analyze_run
     from convergent.train import default_config, train_zoo
 
     if int(nets) != nets or nets < 2:

@@ -114,7 +114,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from convergent.record import collect_run, stats_summary
+    from convergent.collect import collect_run, stats_summary
     from convergent.report import format_table
 
     _threads(args)
@@ -144,8 +144,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from convergent._pipeline import analyze_run, terminal_summary
     from convergent.analysis import AnalysisSettings
+    from convergent.results._analyze import analyze_run, terminal_summary
 
     _threads(args)
     settings = AnalysisSettings(
@@ -191,8 +191,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from convergent._demo import run_demo
-    from convergent._pipeline import terminal_summary
+    from convergent.pipeline import run_demo
+    from convergent.results._analyze import terminal_summary
 
     _threads(args)
     done = run_demo(
@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.set_defaults(func=cmd_demo)
 
-    from convergent.align._cli import add_commands as add_align_commands
+    from convergent.cli._align import add_commands as add_align_commands
 
     add_align_commands(sub)
     return parser

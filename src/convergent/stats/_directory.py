@@ -10,7 +10,7 @@ Directory layout::
                                   spatially averaged (blocks ``net/layer``): layer x layer CKA
 
 A layer's moments file that holds kernel sums (``collect(kernel_sums=True)``) loads as a
-:class:`~convergent.similarity.KernelMoments` (debiased CKA), any other as a plain ``Moments``.
+:class:`~convergent.stats.KernelMoments` (debiased CKA), any other as a plain ``Moments``.
 """
 
 from __future__ import annotations
@@ -25,12 +25,18 @@ import numpy as np
 from convergent._errors import ConvergentError, CorruptFileError
 from convergent._io import load_arrays, read_json, save_arrays, sha256_file, write_json
 from convergent._version import __version__
-from convergent.record._topk import TopK
-from convergent.stats import Moments
+from convergent.stats._kernel import KernelMoments
+from convergent.stats._moments import Moments
+from convergent.stats._topk import TopK
 
 STATS_FORMAT = "convergent-stats"
 MANIFEST = "manifest.json"
 POOLED_FILE = "pooled.moments.safetensors"
+
+
+def block_name(net: str, layer: str) -> str:
+    """The name of a net's layer among the blocks of an all-layers accumulator: ``net/layer``."""
+    return f"{net}/{layer}"
 
 
 @dataclass
@@ -93,7 +99,7 @@ class Statistics:
     settings: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     #: one ``KernelMoments`` over every net's every layer, spatially averaged (blocks
-    #: ``net/layer``, see ``convergent.similarity.block_name``); None when not collected
+    #: ``net/layer``, see :func:`block_name`); None when not collected
     pooled: Moments | None = None
     #: the layers in ``pooled``, in order
     pooled_layers: list[str] = field(default_factory=list)
@@ -123,27 +129,6 @@ class Statistics:
                 for name, ls in self.layers.items()
             },
         }
-
-    def layer_cka(self, net_a: str, net_b: str, *, debiased: bool = False) -> Any:
-        """Layer x layer CKA between ``net_a``'s layers (rows) and ``net_b``'s (columns) from the
-        pooled moments (one spatially averaged sample per input): a ``ScoreMatrix``."""
-        from convergent.similarity import block_name, layer_cka_matrix
-
-        if self.pooled is None:
-            raise ConvergentError(
-                "These statistics hold no pooled all-layer moments; collect them with "
-                "`convergent collect` (without --no-pooled)."
-            )
-        for net in (net_a, net_b):
-            if net not in self.nets:
-                raise ValueError(f"No net {net!r} in these statistics. Nets: {self.nets}.")
-        return layer_cka_matrix(
-            self.pooled,
-            [block_name(net_a, layer) for layer in self.pooled_layers],
-            [block_name(net_b, layer) for layer in self.pooled_layers],
-            debiased=debiased,
-            labels=(self.pooled_layers, self.pooled_layers),
-        )
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the statistics directory (files first, the manifest with their checksums last)."""
@@ -215,8 +200,6 @@ class Statistics:
                 )
         pooled, pooled_layers = None, []
         if "pooled" in manifest:
-            from convergent.similarity import KernelMoments
-
             entry = manifest["pooled"]
             pooled_file = directory / entry["file"]
             _verify(pooled_file, entry["sha256"])
@@ -236,8 +219,6 @@ class Statistics:
 def _load_moments(path: Path) -> Moments:
     """A ``KernelMoments`` if the file holds kernel sums, else a plain ``Moments``."""
     from safetensors import safe_open
-
-    from convergent.similarity import KernelMoments
 
     try:
         with safe_open(str(path), framework="numpy") as fh:

@@ -1,0 +1,127 @@
+"""The zoo directory: one safetensors checkpoint per net and a ``manifest.json`` that says how each
+was made (architecture, seeds, data, optimiser, accuracy, checksum). This module owns reading it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from convergent._errors import ConvergentError, CorruptFileError
+from convergent._io import read_json
+from convergent.models import build_model
+from convergent.zoo._checkpoint import load_weights, verify_checkpoint
+
+MANIFEST = "manifest.json"
+ZOO_FORMAT = "convergent-zoo"
+
+
+@dataclass
+class NetRecord:
+    """What the manifest says about one trained net."""
+
+    name: str
+    arch: str
+    kwargs: dict[str, Any]
+    seeds: dict[str, int]
+    dataset: str
+    epochs: int
+    optimizer: dict[str, Any]
+    checkpoint: str
+    sha256: str
+    train_accuracy: float
+    train_loss: float
+    test_accuracy: float
+    test_loss: float
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Zoo:
+    """A trained zoo read from disk: its manifest and the nets' records.
+
+    Use :meth:`model` / :meth:`models` to get the networks with their weights (checksums verified).
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    nets: list[NetRecord]
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nets]
+
+    def record(self, name: str) -> NetRecord:
+        for net in self.nets:
+            if net.name == name:
+                return net
+        raise ValueError(f"No net named {name!r} in the zoo at {self.path}. Nets: {self.names}.")
+
+    def build(self, name: str) -> nn.Module:
+        """The untrained architecture of net ``name`` (same kwargs and data shape)."""
+        rec = self.record(name)
+        ds = self.manifest["dataset"]
+        c, h, w = ds["input_shape"]
+        return build_model(
+            rec.arch, in_channels=c, input_size=(h, w), num_classes=ds["num_classes"], **rec.kwargs
+        )
+
+    def model(self, name: str, *, verify: bool = True) -> nn.Module:
+        """Net ``name`` with its trained weights, in eval mode; the checksum is verified first."""
+        rec = self.record(name)
+        path = self.path / rec.checkpoint
+        if verify:
+            verify_checkpoint(path, rec.sha256)
+        model = self.build(name)
+        load_weights(model, path)
+        return model.eval()
+
+    def models(
+        self, names: Iterable[str] | None = None, *, verify: bool = True
+    ) -> dict[str, nn.Module]:
+        """``{name: model}`` for the given nets (default: all, in manifest order)."""
+        return {n: self.model(n, verify=verify) for n in (names or self.names)}
+
+
+def load_zoo(path: str | os.PathLike, *, verify: bool = True) -> Zoo:
+    """Read a zoo directory. With ``verify``, every checkpoint's SHA-256 is checked against the
+    manifest and a missing, truncated or altered one raises :class:`CorruptFileError`."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ConvergentError(
+            f"{path} is not a zoo: {manifest_path} does not exist. Create one with `convergent train "
+            f"--out {path}`."
+        )
+    manifest = read_json(manifest_path)
+    if manifest.get("format") != ZOO_FORMAT:
+        raise ConvergentError(f"{manifest_path} is not a convergent zoo manifest.")
+    try:
+        nets = [NetRecord(**rec) for rec in manifest["nets"]]
+    except (TypeError, KeyError) as exc:
+        raise CorruptFileError(f"{manifest_path} has a malformed net record ({exc}).") from exc
+    if verify:
+        for rec in nets:
+            verify_checkpoint(path / rec.checkpoint, rec.sha256)
+    return Zoo(path=path, manifest=manifest, nets=nets)
+
+
+def zoo_summary(zoo: Zoo) -> list[dict[str, Any]]:
+    """One row per net: name, seeds, accuracies, seconds (for tables)."""
+    return [
+        {
+            "net": r.name,
+            "init seed": r.seeds["init"],
+            "order seed": r.seeds["order"],
+            "train acc": round(r.train_accuracy, 4),
+            "test acc": round(r.test_accuracy, 4),
+            "test loss": round(r.test_loss, 4),
+            "seconds": round(r.seconds, 1),
+        }
+        for r in zoo.nets
+    ]
