@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from convergent._errors import CorruptFileError
+from convergent._errors import ConvergentError, CorruptFileError
 
 _METADATA_KEY = "convergent"
 
@@ -32,21 +32,49 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+class WriteError(ConvergentError, OSError):
+    """A file could not be written (read-only or full file system, no permission); the message
+    names the path and the cause, and no partial file is left under the final name."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never leaves
-    a half-written file under the final name."""
+    a half-written file under the final name. The file gets the permissions any new file would
+    (``0o666`` less the process umask: 0644 under the usual 022), not ``mkstemp``'s private 0600.
+
+    Raises
+    ------
+    WriteError
+        The directory or file cannot be written (the message names the path and the cause);
+        nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with _suppress():
+                os.unlink(tmp)
+        cause = exc.strerror or str(exc)
+        raise WriteError(f"cannot write {path}: {cause}") from exc
     except BaseException:
-        with _suppress():
-            os.unlink(tmp)
+        if tmp is not None:
+            with _suppress():
+                os.unlink(tmp)
         raise
 
 
@@ -71,8 +99,9 @@ def _json_default(obj: Any) -> Any:
 
 
 def dumps_json(obj: Any) -> str:
-    """JSON text with sorted keys and NumPy scalars/arrays converted (NaN is not allowed)."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    """JSON text, keys in insertion order (a layer table keeps the model's forward order), NumPy
+    scalars/arrays converted; NaN is not allowed (missing values are ``null``)."""
+    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,10 +1,12 @@
-"""`convergent demo`: train -> collect -> analyze -> report, each stage resumable.
+"""The chains of stages: ``convergent demo`` (train -> collect -> analyze -> [interpolate] ->
+report), each stage resumable.
 
 Only chains the stage functions (every stage is also its own command). Layout of ``out``:
-``zoo/`` (nets), ``stats/`` (joint moments on the held-out split), ``results/`` (analyses),
-``report/`` (HTML, figures, summary). Re-running after an interruption redoes only what is missing:
-finished nets are kept and an unfinished one resumes from its last epoch, finished statistics and
-analysed layers are reused.
+``zoo/`` (nets), ``stats/`` (joint statistics on the test split; ``stats/fit/`` the training split,
+where one-to-many prediction is fitted), ``results/`` (analyses), ``interpolation/`` (optional),
+``report/`` (HTML, figures, summary). Re-running after an interruption redoes only what is
+missing: finished nets are kept and an unfinished one resumes from its last epoch, finished
+statistics and analysed layers are reused.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from convergent._errors import ConvergentError
+from convergent.align import interpolate_run
+from convergent.collect import collect_run
+from convergent.data import load_dataset
+from convergent.report import build_report
+from convergent.results import analyze_run
+from convergent.train import default_config, train_zoo
 
 #: Demo settings per dataset where the training defaults would not fit the demo's time budget on 2
 #: CPU cores: Fashion-MNIST uses a half-width convnet for 3 epochs (about 90% test accuracy).
@@ -33,11 +43,13 @@ def run_demo(
     subset: int | None = None,
     mi: bool = True,
     interpolate: bool = False,
+    fit_inputs: int | None = 10000,
+    formats: tuple[str, ...] = ("png",),
     device: str = "cpu",
     progress: bool | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Run the main job and return ``{"results": ..., "report": path, "seconds": {stage: s}}``.
+    """Run the main job and return ``{"results": Results, "report": path, "seconds": {stage: s}}``.
 
     Parameters
     ----------
@@ -54,18 +66,16 @@ def run_demo(
         Unset, the dataset's training defaults apply, except where :data:`DEMO_DEFAULTS` names
         quicker demo settings (for the built-in convnet).
     mi : bool
-        Also mutual-information matching for the first pair (a second, short data pass).
+        Also mutual-information matching for the first pair (histograms kept at collect time).
     interpolate : bool
         Also the loss barrier between the first two nets, naive vs. aligned (activation matching)
         vs. aligned + REPAIR, written to ``interpolation/`` and shown in the report.
+    fit_inputs : int, optional
+        Training inputs whose statistics one-to-many prediction is fitted on (scored on the test
+        split).
+    formats : tuple of str
+        Figure files of the report (``png``; ``svg`` too on request).
     """
-    from convergent._errors import ConvergentError
-    from convergent.collect import collect_run
-    from convergent.data import load_dataset
-    from convergent.report import build_report
-    from convergent.results._analyze import analyze_run
-    from convergent.train import default_config, train_zoo
-
     if int(nets) != nets or nets < 2:
         raise ValueError(
             f"The 'nets' parameter of demo must be an integer >= 2 (comparing needs two nets). "
@@ -86,15 +96,29 @@ def run_demo(
         dataset=ds,
         seeds=list(range(nets)),
         config=config,
+        model_kwargs=model_kwargs,
         device=device,
         progress=progress,
     )
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log(f"[2/4] collect statistics on the test split -> {out / 'stats'}")
+    log(
+        f"[2/4] collect statistics on the test split (and the train split, to fit one-to-many "
+        f"prediction) -> {out / 'stats'}"
+    )
     try:
-        collect_run(out / "stats", zoo=out / "zoo", split="test", device=device, progress=progress)
+        collect_run(
+            out / "stats",
+            zoo=out / "zoo",
+            data_dir=data_dir,
+            split="test",
+            fit_split="train",
+            fit_inputs=fit_inputs,
+            mi="first" if mi else "none",
+            device=device,
+            progress=progress,
+        )
     except ConvergentError as err:
         raise ConvergentError(
             f"{err} (the demo keeps each stage in {out}; use another --out for other settings)"
@@ -103,12 +127,10 @@ def run_demo(
 
     t = time.perf_counter()
     log(f"[3/4] analyze every layer and pair -> {out / 'results'}")
-    results = analyze_run(out / "stats", out / "results", mi=mi, progress=progress)
+    results = analyze_run(out / "stats", out / "results", progress=progress)
     seconds["analyze"] = time.perf_counter() - t
 
     if interpolate:
-        from convergent.align._run import interpolate_run
-
         t = time.perf_counter()
         target = out / "interpolation"
         if (target / "interpolation.json").is_file():
@@ -121,12 +143,13 @@ def run_demo(
                 target,
                 align="activation",
                 repair_mode="repair",
+                data_dir=data_dir,
                 progress=progress,
             )
         seconds["interpolate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     log(f"[4/4] report -> {out / 'report'}")
-    report = build_report(out / "results", out / "report", progress=progress)
+    report = build_report(out / "results", out / "report", formats=formats, progress=progress)
     seconds["report"] = time.perf_counter() - t
     return {"results": results, "report": report, "seconds": seconds}

@@ -12,7 +12,8 @@ from convergent._io import load_arrays
 from convergent.analysis import AnalysisSettings, analyze_layer
 from convergent.cli import main
 from convergent.record import collect_run
-from convergent.results._analyze import analyze_run, terminal_summary
+from convergent.report import terminal_summary
+from convergent.results import analyze_run, encode, load_results, summary_rows
 from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair
 from tests.helpers.tiny import tiny_zoo
 
@@ -28,6 +29,8 @@ def run(tmp_path_factory):
         zoo=root / "zoo",
         layers=["conv1", "conv3", "fc7"],
         max_inputs=120,
+        mi="first",
+        mi_inputs=60,
         progress=False,
     )
     collect_run(
@@ -48,34 +51,44 @@ def test_analyze_writes_results_arrays_and_summary(run):
         out,
         settings=SETTINGS,
         held_out=run / "train-stats",
-        mi=True,
-        mi_inputs=60,
         progress=False,
     )
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["config"]["settings"]["clusters"] == [2, 4]
+    assert on_disk["settings"]["analysis"]["clusters"] == [2, 4]
     assert on_disk["convergent_version"] and on_disk["nets"] == ["seed0", "seed1", "seed2"]
     assert on_disk["pairs"] == ["seed0~seed1", "seed0~seed2", "seed1~seed2"]
-    assert set(on_disk["layers"]) == {"conv1", "conv3", "fc7"}
+    assert on_disk["layer_order"] == ["conv1", "conv3", "fc7"] == list(results.layers)
     conv1 = on_disk["layers"]["conv1"]
     pair = conv1["pairs"]["seed0~seed1"]
-    assert {"matching", "sparse", "spectral", "mi"} <= set(pair)
-    assert "mi" not in conv1["pairs"]["seed1~seed2"]  # MI for the first pair by default
-    assert 0 < pair["matching"]["bipartite_mean"] <= pair["matching"]["semi_mean"] <= 1
-    assert "held_out_mean_error" in pair["sparse"]
-    assert conv1["summary"]["matching/semi_mean"]["pairs"] == 3
-    assert conv1["info"]["samples"] == 120 * 64 and conv1["info"]["units"]["seed0"] == 8
+    assert {"one_to_one", "one_to_many", "many_to_many", "mutual_information"} <= set(pair)
+    assert pair["mutual_information"] is not None  # MI histograms of the first pair were kept
+    assert conv1["pairs"]["seed1~seed2"]["mutual_information"] is None
+    assert 0 < pair["one_to_one"]["bipartite"] <= pair["one_to_one"]["semi"] <= 1
+    typed = results.layers["conv1"]
+    assert len(typed.pairs) == 3 and typed.pairs["seed0~seed1"].one_to_many.held_out_full is not None
+    assert typed.samples == 120 * 64 and typed.units["seed0"] == 8
     # one summary row per layer, in CSV too
-    assert [r["layer"] for r in on_disk["summary"]] == ["conv1", "conv3", "fc7"]
+    assert [r["layer"] for r in summary_rows(results)] == ["conv1", "conv3", "fc7"]
     assert (out / "summary.csv").read_text().splitlines()[0].startswith("layer,")
     arrays, meta = load_arrays(out / "arrays" / "conv1.safetensors")
     assert meta["layer"] == "conv1"
-    assert arrays["seed0~seed1/matching/bipartite_permutation"].shape == (8,)
-    assert arrays["seed0~seed1/sparse/coef"].shape == (6, 8, 8)
-    assert arrays["seed0~seed1/mi/matrix"].shape == (8, 8)
-    assert arrays["topk/index"].shape == (24, 9)
+    assert arrays["pairs/seed0~seed1/one_to_one/bipartite_permutation"].shape == (8,)
+    assert arrays["pairs/seed0~seed1/one_to_many/coef"].shape == (6, 8, 8)
+    assert arrays["pairs/seed0~seed1/mutual_information/matrix"].shape == (8, 8)
+    assert arrays["pairs/seed0~seed1/one_to_many/held_out_mean_error"].shape == (6,)
+    # the patches behind the matched units' top inputs, for the report (8 units x 3 nets)
+    assert set(arrays["patch_units"].tolist()) <= set(range(24))
+    assert arrays["patch_images"].shape[1:] == (9, 16, 16)
+    assert arrays["patch_images"].dtype == np.uint8
     table = terminal_summary(results)
     assert "conv3" in table and "bipartite" in table
+    # the typed results read back equal to what was written
+    back = load_results(out)
+    assert back.pairs == results.pairs and list(back.layers) == list(results.layers)
+    np.testing.assert_array_equal(
+        back.layers["fc7"].pairs["seed0~seed2"].one_to_one.bipartite_partner,
+        results.layers["fc7"].pairs["seed0~seed2"].one_to_one.bipartite_partner,
+    )
     # no NaN anywhere: JSON was written with allow_nan=False
     # re-running with the same inputs reuses the results; other settings are refused
     again = analyze_run(
@@ -83,11 +96,9 @@ def test_analyze_writes_results_arrays_and_summary(run):
         out,
         settings=SETTINGS,
         held_out=run / "train-stats",
-        mi=True,
-        mi_inputs=60,
         progress=False,
     )
-    assert again["seconds"] == on_disk["seconds"]
+    assert again.seconds == on_disk["seconds"]
     with pytest.raises(ConvergentError, match="already holds results"):
         analyze_run(run / "stats", out, settings=AnalysisSettings(), progress=False)
 
@@ -131,10 +142,11 @@ def test_constant_layer_and_dead_units_give_finite_results():
     layer = FakeLayer("fc1", joint_moments(a, b))
     result = analyze_layer(layer, SETTINGS)
     pair = result.pairs["net0~net1"]
-    assert pair["matching"]["dead_b"] == 6 and pair["matching"]["dead_a"] == 1
-    assert pair["matching"]["bipartite_mean"] == 0.0 and pair["matching"]["agreement"] == 0.0
-    json.dumps(pair, allow_nan=False)
-    assert all(np.isfinite(v).all() for v in result.arrays.values())
+    assert pair.one_to_one.dead_b == 6 and pair.one_to_one.dead_a == 1
+    assert pair.one_to_one.bipartite == 0.0 and pair.one_to_one.agreement == 0.0
+    data, arrays = encode(result)
+    json.dumps(data, allow_nan=False)
+    assert all(np.isfinite(v).all() for v in arrays.values())
 
 
 def test_held_out_of_other_nets_is_refused(run, tmp_path):

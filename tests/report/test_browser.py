@@ -41,7 +41,7 @@ def test_report_renders_in_headless_chromium(tiny_demo, tmp_path):
                 "img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
             )
             rows = page.locator("#summary-table tbody tr").count()
-            layers = len(done["results"]["summary"])
+            layers = len(done["results"].layers)
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=False)
         finally:

@@ -42,6 +42,7 @@ from convergent.align._permfile import (
     save_permutation,
 )
 from convergent.align._plot import plot_interpolation
+from convergent.align._run import align_run, interpolate_run, merge_run
 
 __all__ = [
     "BARRIER_DEFINITIONS",
@@ -54,6 +55,7 @@ __all__ = [
     "PermutationSpec",
     "UnsupportedOperationError",
     "activation_matching",
+    "align_run",
     "align_zoo",
     "apply_permutation",
     "apply_permutation_file",
@@ -62,6 +64,7 @@ __all__ = [
     "check_fits",
     "check_permutation_invariance",
     "find_permutation_groups",
+    "interpolate_run",
     "interpolate_state",
     "interpolation_curve",
     "load_permutation",
@@ -69,6 +72,7 @@ __all__ = [
     "match_pair",
     "matching_layers",
     "merge_models",
+    "merge_run",
     "permutation_file",
     "plot_interpolation",
     "repair",

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from convergent.align._groups import check_permutation_invariance, find_permutation_groups
+from convergent.models import available_architectures, build_model
 
 
 def _perturbed(model: nn.Module, seed: int) -> nn.Module:
@@ -71,8 +72,6 @@ def check_run(
 ) -> list[dict[str, Any]]:
     """`convergent align --check`: :func:`check_model` for each architecture (default: every
     built-in one), built for ``input_shape`` inputs."""
-    from convergent.models import available_architectures, build_model
-
     archs = list(archs or available_architectures())
     c, h, w = input_shape
     rows = []

@@ -23,6 +23,7 @@ from torch import nn
 
 from convergent._progress import bar
 from convergent.collect import capture
+from convergent.stats import Moments
 
 REPAIRS = ("none", "reset-bn", "repair")
 BARRIER_DEFINITIONS = {
@@ -89,8 +90,6 @@ def _affine_layers(model: nn.Module) -> list[str]:
 def _channel_stats(
     model: nn.Module, layers: Sequence[str], images: torch.Tensor, batch_size: int = 256
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from convergent.stats import Moments
-
     moments: dict[str, Any] = {}
     with capture({"m": model}, layers) as store:
         for start in range(0, len(images), batch_size):

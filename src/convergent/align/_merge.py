@@ -24,6 +24,7 @@ from convergent.align._groups import PermutationSpec, apply_permutation
 from convergent.align._interpolate import REPAIRS, _affine_layers, _channel_stats, repair
 from convergent.align._interpolate import reset_batchnorm as _reset_batchnorm
 from convergent.align._match import SIMILARITIES, Alignment, weight_matching
+from convergent.zoo import evaluate
 
 METHODS = ("weight", "activation")
 
@@ -241,8 +242,6 @@ def merge_models(
     BatchNorm reset). ``images`` are training inputs (activation matching, renormalisation);
     ``splits`` maps a split name to (images, labels) to evaluate on.
     """
-    from convergent.zoo import evaluate
-
     if repair_mode not in REPAIRS:
         raise ValueError(
             f"The 'repair' parameter must be one of {REPAIRS}. Got {repair_mode!r} instead."

@@ -31,6 +31,9 @@ from convergent.align._match import SIMILARITIES, Alignment, weight_matching
 from convergent.align._merge import merge_models, permuted
 from convergent.align._permfile import permutation_file, save_permutation
 from convergent.align._plot import plot_interpolation
+from convergent.data import load_dataset
+from convergent.stats import Statistics
+from convergent.zoo import evaluate, load_zoo
 from convergent.zoo._refs import (
     Net,
     dataset_of_zoo,
@@ -69,8 +72,6 @@ def align_pair(
         return weight_matching(spec, net_a.model.state_dict(), net_b.model.state_dict(), seed=seed)
     loaded = None
     if stats is not None:
-        from convergent.stats import Statistics
-
         loaded = Statistics.load(stats)
     return activation_matching(
         net_a.model,
@@ -211,8 +212,6 @@ def interpolate_run(
     Writes ``interpolation.json`` (curves, barriers, their definitions, settings), ``.csv`` (one row
     per curve, split and alpha) and ``.png`` (:func:`plot_interpolation`) under ``out``.
     """
-    from convergent.zoo import evaluate
-
     if align not in INTERPOLATE_ALIGN:
         raise ValueError(
             f"The 'align' parameter must be one of {INTERPOLATE_ALIGN}. Got {align!r} instead."
@@ -369,9 +368,6 @@ def merge_run(
 ) -> Any:
     """Align every net of ``zoo`` (or the named ``nets``), average, renormalise and evaluate; write
     the merged model to ``out`` (safetensors) and its evaluation next to it (``.json``)."""
-    from convergent.data import load_dataset
-    from convergent.zoo import load_zoo
-
     zoo_obj = load_zoo(zoo)
     name, subset = dataset_of_zoo(zoo_obj)
     ds = load_dataset(name, data_dir, subset=subset)

@@ -7,12 +7,17 @@ from convergent.analysis._cka import debiased_cka, layer_by_layer_cka, layer_cka
 from convergent.analysis._joint import PairBlocks, joint_moments, pair_blocks
 from convergent.analysis._layer import (
     AnalysisSettings,
-    LayerResult,
+    Clusters,
+    LayerAnalysis,
+    MutualInformationMatching,
+    OneToMany,
+    OneToOne,
+    PairAnalysis,
+    SparseAtK,
     analyze_layer,
-    layer_summary_table,
+    array_field,
     net_pairs,
     pair_key,
-    summary_row,
 )
 from convergent.analysis._means import MeanActivations, compare_means
 from convergent.analysis._mi import (
@@ -46,6 +51,7 @@ from convergent.analysis._similarity import (
     layer_similarity,
     pair_similarity,
     pairwise_matrix,
+    similarity_from_pairs,
 )
 from convergent.analysis._sparse import (
     LassoFit,
@@ -63,26 +69,37 @@ from convergent.analysis._spectral import (
     spectral_clustering,
 )
 
+#: the former name of :class:`LayerAnalysis`
+LayerResult = LayerAnalysis
+
 __all__ = [
     "METRICS",
     "AnalysisSettings",
     "BasisAlignment",
     "CCAResult",
     "ClusterPairResult",
+    "Clusters",
     "JointHistogram",
     "LassoFit",
+    "LayerAnalysis",
     "LayerResult",
     "MatchResult",
     "MeanActivations",
     "MutualInformation",
+    "MutualInformationMatching",
+    "OneToMany",
+    "OneToOne",
+    "PairAnalysis",
     "PairBlocks",
     "PairClustering",
     "PairMatching",
     "ShapeResult",
     "SimilaritySettings",
+    "SparseAtK",
     "SparsePredictionResult",
     "affinity_matrix",
     "analyze_layer",
+    "array_field",
     "basis_alignment",
     "bipartite_matching",
     "cca",
@@ -101,7 +118,6 @@ __all__ = [
     "layer_by_layer_cka",
     "layer_cka_matrix",
     "layer_similarity",
-    "layer_summary_table",
     "linear_cka",
     "mutual_information",
     "mutual_information_matrix",
@@ -118,10 +134,10 @@ __all__ = [
     "shape_distance",
     "shape_held_out",
     "shuffled_null",
+    "similarity_from_pairs",
     "sparse_prediction",
     "spectral_clustering",
     "summarize_pairs",
-    "summary_row",
     "svcca",
     "within_net_baseline",
 ]

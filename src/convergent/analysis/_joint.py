@@ -212,7 +212,7 @@ def _kernel_products(moments: Moments, ranges: dict, nets: Sequence[str]) -> np.
         if not hits:
             return None
         index[net] = hits[0]
-    s = moments._norm_products
+    s = moments.norm_products
     i, j = index[nets[0]], index[nets[1]]
     return np.array([s[i, i], s[j, j], s[i, j]])
 

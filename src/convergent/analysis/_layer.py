@@ -1,29 +1,42 @@
-"""Every analysis of one layer over every pair of nets: the unit of work of ``convergent analyze``.
+"""Every analysis of one layer over every pair of nets, in one loop: the unit of work of
+``convergent analyze``, returned as typed results.
 
-Pure: takes a layer's joint moments and unit ranges (any object with ``moments``, ``unit_ranges``),
-returns JSON-able summaries and NumPy arrays. Pairs are unordered (A before B in net order);
-semi-matching is reported in both directions.
+Pure: takes a layer's statistics (any object with ``name``, ``moments`` -- joint over all nets --,
+``unit_ranges``; optionally ``mi`` histograms and ``patches``), returns a :class:`LayerAnalysis`.
+Pairs are unordered (A before B in net order); semi-matching is reported in both directions.
+Per pair: one-to-one matching (correlation, and mutual information where histograms were
+collected), one-to-many sparse prediction, many-to-many spectral clustering and every whole-layer
+similarity metric. Array fields are marked (``metadata={"array": True}``) so that
+``convergent.results`` stores them as arrays and everything else as JSON.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
 from convergent._errors import ConvergentError
+from convergent.analysis._joint import pair_blocks
 from convergent.analysis._means import compare_means
-from convergent.analysis._one_to_one import (
-    bipartite_matching,
-    compare_pair,
-    semi_matching,
-    summarize_pairs,
+from convergent.analysis._mi import mutual_information_matrix
+from convergent.analysis._one_to_one import bipartite_matching, compare_pair, semi_matching
+from convergent.analysis._similarity import (
+    SimilaritySettings,
+    pair_similarity,
+    scalars,
+    similarity_from_pairs,
 )
 from convergent.analysis._sparse import errors_at_nonzero, sparse_prediction
 from convergent.analysis._spectral import cluster_pair
+
+
+def array_field(**kwargs: Any) -> Any:
+    """A dataclass field that holds an array (stored in the results' safetensors files)."""
+    return field(metadata={"array": True}, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -40,35 +53,168 @@ class AnalysisSettings:
     penalty_ratio: float = 1e-2
     #: duality gap of the Lasso solver, in units of each target's variance (errors are exact to it)
     sparse_tol: float = 1e-6
+    #: numbers of predictors at which the one-to-many columns are read
+    sparse_k: tuple[int, ...] = (1, 2, 4)
     clusters: tuple[int, ...] = (2, 4, 8, 16)
     affinity: str = "absolute"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.thresholds or not all(-1 <= t <= 1 for t in self.thresholds):
+            raise ValueError(
+                "The 'thresholds' parameter of AnalysisSettings must hold correlations in [-1, 1]. "
+                f"Got {self.thresholds!r} instead."
+            )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "thresholds": list(self.thresholds),
-            "unique_threshold": self.unique_threshold,
-            "absolute": self.absolute,
-            "penalties": list(self.penalties) if self.penalties else None,
-            "n_penalties": self.n_penalties,
-            "penalty_ratio": self.penalty_ratio,
-            "sparse_tol": self.sparse_tol,
-            "clusters": list(self.clusters),
-            "affinity": self.affinity,
-            "seed": self.seed,
-        }
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
 
 
 @dataclass
-class LayerResult:
-    """Results of one layer: per pair, the summary over pairs, mean activations; plus arrays."""
+class OneToOne:
+    """Semi and bipartite matching of one pair on correlation (Li et al. section 3).
 
-    layer: str
-    pairs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    means: dict[str, Any] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+    Means and shares are over live units (dead ones have no signal and are left out); the
+    ``*_all_units`` means count every unit, a dead one with correlation 0, as the paper's numbers
+    (which do not leave units out) would.
+    """
+
+    units_a: int
+    units_b: int
+    dead_a: int
+    dead_b: int
+    semi: float
+    semi_reverse: float
+    bipartite: float
+    within_a: float
+    within_b: float
+    agreement: float
+    #: threshold (as text, e.g. "0.5") -> share of live A units whose bipartite partner
+    #: correlates at least that well
+    above: dict[str, float]
+    semi_above: dict[str, float]
+    unique_threshold: float
+    unique_a: int
+    unique_b: int
+    semi_all_units: float
+    bipartite_all_units: float
+    semi_partner: np.ndarray = array_field()
+    semi_score: np.ndarray = array_field()
+    semi_sorted: np.ndarray = array_field()
+    bipartite_partner: np.ndarray = array_field()
+    bipartite_score: np.ndarray = array_field()
+    bipartite_sorted: np.ndarray = array_field()
+    bipartite_permutation: np.ndarray = array_field()
+    within_a_sorted: np.ndarray = array_field()
+    within_b_sorted: np.ndarray = array_field()
+
+
+@dataclass
+class SparseAtK:
+    """The one-to-many error read at about ``k`` predictors (see ``OneToMany``)."""
+
+    k: int
+    penalty: float
+    mean_nonzero: float
+    error: float
+    held_out_error: float | None
+
+
+@dataclass
+class OneToMany:
+    """Sparse prediction of B's units from A's (Li et al. section 4), over a path of L1 penalties.
+
+    Errors are ``1 - R^2``; means over live targets. ``fit`` is the split the fits were made on;
+    ``held_out_*`` are the same fits scored on held-out statistics (None without them).
+    """
+
+    one_to_one: float
+    full: float
+    held_out_one_to_one: float | None
+    held_out_full: float | None
+    dead_targets: int
+    at_k: list[SparseAtK]
+    penalties: np.ndarray = array_field()
+    mean_error: np.ndarray = array_field()
+    mean_nonzero: np.ndarray = array_field()
+    held_out_mean_error: np.ndarray | None = array_field(default=None)
+    error: np.ndarray | None = array_field(default=None)
+    held_out_error: np.ndarray | None = array_field(default=None)
+    nonzero: np.ndarray | None = array_field(default=None)
+    coef: np.ndarray | None = array_field(default=None)
+    one_to_one_error: np.ndarray | None = array_field(default=None)
+    full_error: np.ndarray | None = array_field(default=None)
+    live_target: np.ndarray | None = array_field(default=None)
+
+
+@dataclass
+class Clusters:
+    """One spectral clustering of both nets' units together (Li et al. section 5)."""
+
+    n_clusters: int
+    sizes_a: list[int]
+    sizes_b: list[int]
+    balance: float
+    inside_abs_corr: float | None
+    outside_abs_corr: float | None
+    cluster_prediction_r2: float
+    labels: np.ndarray = array_field()
+    order: np.ndarray = array_field()
+
+
+@dataclass
+class MutualInformationMatching:
+    """Semi and bipartite matching on mutual information (nats), from collected histograms."""
+
+    semi: float
+    bipartite: float
+    mean_entropy_a: float
+    agreement_with_correlation: float
+    samples: int
+    bias_correction: str | None
+    matrix: np.ndarray = array_field()
+    semi_sorted: np.ndarray = array_field()
+    bipartite_sorted: np.ndarray = array_field()
+    bipartite_partner: np.ndarray = array_field()
+
+
+@dataclass
+class PairAnalysis:
+    """Everything measured for one pair of nets at one layer."""
+
+    pair: str
+    net_a: str
+    net_b: str
+    one_to_one: OneToOne
+    one_to_many: OneToMany
+    many_to_many: list[Clusters]
+    #: every whole-layer metric of :data:`METRICS` (None where undefined)
+    similarity: dict[str, float | None]
+    mutual_information: MutualInformationMatching | None = None
+
+
+@dataclass
+class LayerAnalysis:
+    """Everything measured at one layer: per pair, the layer's statistics summary, the
+    distribution of unit means, whole-layer similarity matrices, and the data the report draws
+    (joint correlation matrix, unit means, top-input patches)."""
+
+    name: str
+    samples: int
+    map_shape: list[int]
+    units: dict[str, int]
+    dead_units: dict[str, int]
+    pairs: dict[str, PairAnalysis]
+    means: dict[str, Any]
+    similarity: dict[str, Any]
+    correlation: np.ndarray = array_field()
+    unit_means: dict[str, np.ndarray] = array_field(default_factory=dict)
+    patch_units: np.ndarray | None = array_field(default=None)
+    patch_images: np.ndarray | None = array_field(default=None)
 
 
 def pair_key(a: str, b: str) -> str:
@@ -79,215 +225,238 @@ def net_pairs(nets: Sequence[str]) -> list[tuple[str, str]]:
     return list(combinations(nets, 2))
 
 
+def _one_to_one(corr: np.ndarray, dead: np.ndarray, ra: Any, rb: Any, names: Any, s: Any) -> Any:
+    kwargs = {
+        "names": names,
+        "thresholds": s.thresholds,
+        "unique_threshold": s.unique_threshold,
+        "absolute": s.absolute,
+    }
+    match = compare_pair(corr, ra, rb, dead=dead, **kwargs)
+    every = compare_pair(corr, ra, rb, dead=(), **kwargs)
+    d = match.to_dict()
+    arrays = match.arrays()
+    result = OneToOne(
+        units_a=d["units_a"],
+        units_b=d["units_b"],
+        dead_a=d["dead_a"],
+        dead_b=d["dead_b"],
+        semi=d["semi_mean"],
+        semi_reverse=d["semi_reverse_mean"],
+        bipartite=d["bipartite_mean"],
+        within_a=d["within_a_mean"],
+        within_b=d["within_b_mean"],
+        agreement=d["agreement"],
+        above=dict(d["bipartite_above"]),
+        semi_above=dict(d["semi_above"]),
+        unique_threshold=d["unique_threshold"],
+        unique_a=d["unique_a"],
+        unique_b=d["unique_b"],
+        semi_all_units=every.semi.mean,
+        bipartite_all_units=every.bipartite.mean,
+        semi_partner=arrays["semi_partner"],
+        semi_score=arrays["semi_score"],
+        semi_sorted=arrays["semi_sorted"],
+        bipartite_partner=arrays["bipartite_partner"],
+        bipartite_score=arrays["bipartite_score"],
+        bipartite_sorted=arrays["bipartite_sorted"],
+        bipartite_permutation=arrays["bipartite_permutation"],
+        within_a_sorted=np.sort(match.within_a)[::-1],
+        within_b_sorted=np.sort(match.within_b)[::-1],
+    )
+    return result, match
+
+
+def _one_to_many(moments: Any, held: Any, ra: Any, rb: Any, s: AnalysisSettings) -> OneToMany:
+    sparse = sparse_prediction(
+        moments,
+        np.arange(*ra),
+        np.arange(*rb),
+        s.penalties,
+        held_out=held,
+        n_penalties=s.n_penalties,
+        penalty_ratio=s.penalty_ratio,
+        tol=s.sparse_tol,
+    )
+    summary = sparse.to_dict(per_target=False)
+    has_held = sparse.held_out_error is not None
+    at_k = [
+        SparseAtK(int(k), v["penalty"], v["mean_nonzero"], v["error"], v["held_out_error"])
+        for k, v in errors_at_nonzero(sparse, s.sparse_k).items()
+    ]
+    return OneToMany(
+        one_to_one=summary["one_to_one"]["mean_error"],
+        full=summary["full_linear"]["mean_error"],
+        held_out_one_to_one=summary["one_to_one"]["mean_held_out_error"],
+        held_out_full=summary["full_linear"]["mean_held_out_error"],
+        dead_targets=int(sparse.dead_target.sum()),
+        at_k=at_k,
+        penalties=sparse.penalties,
+        mean_error=sparse.mean_error(),
+        mean_nonzero=sparse.mean_nonzero(),
+        held_out_mean_error=sparse.mean_error(True) if has_held else None,
+        error=sparse.error,
+        held_out_error=sparse.held_out_error,
+        nonzero=sparse.nonzero.astype(np.int64),
+        coef=sparse.coef.astype(np.float32),
+        one_to_one_error=sparse.one_to_one_error,
+        full_error=sparse.full_linear_error,
+        live_target=~sparse.dead_target,
+    )
+
+
+def _many_to_many(corr: np.ndarray, live: np.ndarray, ra: Any, rb: Any, s: Any) -> list[Clusters]:
+    width = min(int(live[slice(*ra)].sum()), int(live[slice(*rb)].sum()))
+    counts = [k for k in s.clusters if k <= width]
+    if not counts:
+        return []
+    result = cluster_pair(corr, ra, rb, counts, s.seed, affinity=s.affinity)
+    return [
+        Clusters(
+            n_clusters=c.n_clusters,
+            sizes_a=c.count_a.tolist(),
+            sizes_b=c.count_b.tolist(),
+            balance=c.balance_score,
+            inside_abs_corr=c.within_corr,
+            outside_abs_corr=c.between_corr,
+            cluster_prediction_r2=c.mean_r2,
+            labels=np.concatenate([c.labels_a, c.labels_b]),
+            order=c.order,
+        )
+        for c in result.clusterings
+    ]
+
+
+def _mutual_information(source: Any, bipartite_partner: np.ndarray) -> MutualInformationMatching:
+    """MI matching from a ``JointHistogram`` (or an already computed ``MutualInformation``)."""
+    info = mutual_information_matrix(source) if hasattr(source, "table") else source
+    semi, bip = semi_matching(info.mi), bipartite_matching(info.mi)
+    return MutualInformationMatching(
+        semi=semi.mean,
+        bipartite=bip.mean,
+        mean_entropy_a=float(info.entropy_a.mean()),
+        agreement_with_correlation=float((bip.partner == bipartite_partner).mean()),
+        samples=info.samples,
+        bias_correction=info.bias_correction,
+        matrix=info.mi.astype(np.float32),
+        semi_sorted=semi.sorted_scores,
+        bipartite_sorted=bip.sorted_scores,
+        bipartite_partner=bip.partner,
+    )
+
+
+def _patch_units(pairs: Mapping[str, PairAnalysis], ranges: Mapping[str, Any]) -> np.ndarray:
+    """Joint units whose patches the report can show: each pair's best, median and worst
+    bipartite-matched live units of A and their partners in B."""
+    units: set[int] = set()
+    for p in pairs.values():
+        partner, score = p.one_to_one.bipartite_partner, p.one_to_one.bipartite_score
+        live = np.flatnonzero(partner >= 0)
+        if live.size == 0:
+            continue
+        ranked = live[np.argsort(-score[live], kind="stable")]
+        for u in (ranked[0], ranked[len(ranked) // 2], ranked[-1]):
+            units.add(int(ranges[p.net_a][0] + u))
+            units.add(int(ranges[p.net_b][0] + partner[u]))
+    return np.array(sorted(units), dtype=np.int64)
+
+
 def analyze_layer(
     layer: Any,
     settings: AnalysisSettings = AnalysisSettings(),
     *,
     held_out: Any = None,
+    fit: Any = None,
     pairs: Sequence[tuple[str, str]] | None = None,
     mi: Mapping[str, Any] | None = None,
+    similarity: SimilaritySettings | None = None,
     on_pair: Any = None,
-) -> LayerResult:
-    """One-to-one, one-to-many, many-to-many and mean-activation analyses of one layer.
+) -> LayerAnalysis:
+    """One-to-one, one-to-many, many-to-many, mean-activation and whole-layer analyses of a layer.
 
     Parameters
     ----------
     layer : LayerStatistics-like
-        ``name``, ``moments`` (joint over all nets) and ``unit_ranges`` ({net: (start, stop)}).
+        ``name``, ``moments`` (joint over all nets) and ``unit_ranges`` ({net: (start, stop)});
+        optionally ``mi`` (joint histograms by pair key) and ``patches`` (top-k crops).
     held_out : LayerStatistics-like, optional
-        The same layer's statistics on other data (sparse prediction errors are evaluated there too).
+        The same layer's statistics on other data: one-to-many prediction is scored there too.
+    fit : LayerStatistics-like, optional
+        The statistics one-to-many prediction is fitted on (default: ``layer``; e.g. the training
+        split, with ``held_out=layer`` to score it on the layer's own inputs).
     pairs : sequence of (net_a, net_b), optional
         Default: every unordered pair.
-    mi : mapping of pair key ('a~b') to MutualInformation, optional
-        MI matrices from a second pass; semi and bipartite matching are run on them too.
+    mi : mapping of pair key ('a~b') to JointHistogram or MutualInformation, optional
+        Default: ``layer.mi``; semi and bipartite matching are run on the MI matrices too.
+    similarity : SimilaritySettings, optional
+        Settings of the whole-layer metrics.
     on_pair : callable, optional
         Called after each pair (for progress bars).
     """
-    ranges = {k: tuple(v) for k, v in layer.unit_ranges.items()}
+    ranges = {k: (int(v[0]), int(v[1])) for k, v in layer.unit_ranges.items()}
     nets = list(ranges)
     if len(nets) < 2:
         raise ConvergentError(
             f"Layer {layer.name!r} has statistics of {len(nets)} net; comparing needs at least 2. "
             "Train and collect more nets (e.g. --seeds 0 1)."
         )
+    all_pairs = pairs is None
     pairs = list(pairs) if pairs is not None else net_pairs(nets)
     moments = layer.moments
+    fit_moments = fit.moments if fit is not None else moments
+    held_moments = held_out.moments if held_out is not None else None
+    for other, what in ((held_moments, "held-out"), (fit_moments, "fitted")):
+        if other is not None and other.dim != moments.dim:
+            raise ValueError(
+                f"The {what} statistics of layer {layer.name!r} have {other.dim} units, the "
+                f"analysed ones {moments.dim}: they must come from the same nets."
+            )
+    mi = dict(mi if mi is not None else getattr(layer, "mi", None) or {})
+    sim_settings = similarity or SimilaritySettings()
     corr = moments.corr()
     dead = moments.dead_units()
-    result = LayerResult(layer.name)
-    result.info = {
-        "samples": int(moments.count),
-        "units": {k: int(v[1] - v[0]) for k, v in ranges.items()},
-        "dead_units": {k: int(((dead >= v[0]) & (dead < v[1])).sum()) for k, v in ranges.items()},
-    }
-    held_moments = held_out.moments if held_out is not None else None
-    if held_moments is not None and held_moments.dim != moments.dim:
-        raise ValueError(
-            f"The held-out statistics of layer {layer.name!r} have {held_moments.dim} units, the "
-            f"fitted ones {moments.dim}: they must come from the same nets."
-        )
-    records = []
+    live = np.ones(moments.dim, dtype=bool)
+    live[dead] = False
+    results: dict[str, PairAnalysis] = {}
+    table: dict[tuple[str, str], Any] = {}
     for a, b in pairs:
         key = pair_key(a, b)
         ra, rb = ranges[a], ranges[b]
-        match = compare_pair(
-            corr,
-            ra,
-            rb,
-            names=(a, b),
-            thresholds=settings.thresholds,
-            unique_threshold=settings.unique_threshold,
-            absolute=settings.absolute,
-            dead=dead,
+        one, match = _one_to_one(corr, dead, ra, rb, (a, b), settings)
+        blocks = pair_blocks(moments, nets=(a, b), unit_ranges=ranges)
+        table[(a, b)] = pair_similarity(blocks, sim_settings)
+        info = _mutual_information(mi[key], match.bipartite.partner) if key in mi else None
+        results[key] = PairAnalysis(
+            pair=key,
+            net_a=a,
+            net_b=b,
+            one_to_one=one,
+            one_to_many=_one_to_many(fit_moments, held_moments, ra, rb, settings),
+            many_to_many=_many_to_many(corr, live, ra, rb, settings),
+            similarity=scalars(table[(a, b)]),
+            mutual_information=info,
         )
-        sparse = sparse_prediction(
-            moments,
-            np.arange(*ra),
-            np.arange(*rb),
-            settings.penalties,
-            held_out=held_moments,
-            n_penalties=settings.n_penalties,
-            penalty_ratio=settings.penalty_ratio,
-            tol=settings.sparse_tol,
-        )
-        live = np.ones(moments.dim, dtype=bool)
-        live[dead] = False
-        width = min(int(live[slice(*ra)].sum()), int(live[slice(*rb)].sum()))
-        counts = [k for k in settings.clusters if k <= width]
-        clusters = (
-            cluster_pair(
-                corr, ra, rb, counts, settings.seed, affinity=settings.affinity
-            ).clusterings
-            if counts
-            else []
-        )
-        sparse_summary = sparse.to_dict(per_target=False)
-        record = {
-            "matching": match.to_dict(),
-            "sparse": {
-                "penalties": sparse.penalties.tolist(),
-                "mean_error": sparse.mean_error().tolist(),
-                "mean_nonzero": sparse.mean_nonzero().tolist(),
-                "held_out_mean_error": (
-                    sparse.mean_error(True).tolist() if sparse.held_out_error is not None else None
-                ),
-                "one_to_one_error": sparse_summary["one_to_one"]["mean_error"],
-                "full_error": sparse_summary["full_linear"]["mean_error"],
-                "held_out_one_to_one_error": sparse_summary["one_to_one"]["mean_held_out_error"],
-                "held_out_full_error": sparse_summary["full_linear"]["mean_held_out_error"],
-                "dead_targets": int(sparse.dead_target.sum()),
-                "at_nonzero": {
-                    f"{k:g}": v for k, v in errors_at_nonzero(sparse, (1, 2, 4)).items()
-                },
-                "path": sparse_summary["path"],
-            },
-            "spectral": [
-                {
-                    "n_clusters": c.n_clusters,
-                    "sizes_a": c.count_a.tolist(),
-                    "sizes_b": c.count_b.tolist(),
-                    "balance": c.balance_score,
-                    "inside_abs_corr": c.within_corr,
-                    "outside_abs_corr": c.between_corr,
-                    "cluster_prediction_r2": c.mean_r2,
-                }
-                for c in clusters
-            ],
-        }
-        if mi is not None and key in mi:
-            info = mi[key]
-            mi_semi = semi_matching(info.mi)
-            mi_bip = bipartite_matching(info.mi)
-            record["mi"] = {
-                "semi_mean": mi_semi.mean,
-                "bipartite_mean": mi_bip.mean,
-                "mean_entropy_a": float(info.entropy_a.mean()),
-                "agreement_with_correlation": float(
-                    (mi_bip.partner == match.bipartite.partner).mean()
-                ),
-                "samples": info.samples,
-                "bias_correction": info.bias_correction,
-            }
-            result.arrays[f"{key}/mi/matrix"] = info.mi.astype(np.float32)
-            result.arrays[f"{key}/mi/semi_sorted"] = mi_semi.sorted_scores
-            result.arrays[f"{key}/mi/bipartite_sorted"] = mi_bip.sorted_scores
-            result.arrays[f"{key}/mi/bipartite_partner"] = mi_bip.partner
-        result.pairs[key] = record
-        records.append(
-            {
-                "matching": record["matching"],
-                "sparse": {
-                    "one_to_one_error": record["sparse"]["one_to_one_error"],
-                    "full_error": record["sparse"]["full_error"],
-                    "at_nonzero": record["sparse"]["at_nonzero"],
-                },
-                "spectral": {
-                    str(c["n_clusters"]): {
-                        "balance": c["balance"],
-                        "inside_abs_corr": c["inside_abs_corr"],
-                        "outside_abs_corr": c["outside_abs_corr"],
-                    }
-                    for c in record["spectral"]
-                },
-            }
-        )
-        for name, arr in match.arrays().items():
-            result.arrays[f"{key}/matching/{name}"] = np.asarray(arr)
-        result.arrays[f"{key}/sparse/penalties"] = sparse.penalties
-        result.arrays[f"{key}/sparse/error"] = sparse.error
-        result.arrays[f"{key}/sparse/nonzero"] = sparse.nonzero.astype(np.int64)
-        result.arrays[f"{key}/sparse/coef"] = sparse.coef.astype(np.float32)
-        if sparse.held_out_error is not None:
-            result.arrays[f"{key}/sparse/held_out_error"] = sparse.held_out_error
-        result.arrays[f"{key}/sparse/one_to_one_error"] = sparse.one_to_one_error
-        result.arrays[f"{key}/sparse/full_linear_error"] = sparse.full_linear_error
-        for c in clusters:
-            labels = np.concatenate([c.labels_a, c.labels_b])
-            result.arrays[f"{key}/spectral/{c.n_clusters}/labels"] = labels
-            result.arrays[f"{key}/spectral/{c.n_clusters}/order"] = c.order
         if on_pair is not None:
             on_pair(layer.name, key)
-    result.summary = summarize_pairs(records)
-    means = {net: moments.mean[slice(*ranges[net])] for net in nets}
-    result.means = compare_means(means, seed=settings.seed).to_dict()
-    for net, v in means.items():
-        result.arrays[f"means/{net}"] = np.asarray(v)
-    return result
-
-
-def summary_row(result: LayerResult) -> dict[str, Any]:
-    """The report's one row per layer (means over pairs, with spreads)."""
-    s = result.summary
-
-    def get(key: str, stat: str = "mean") -> float:
-        return float(s[key][stat]) if key in s else float("nan")
-
-    row = {
-        "layer": result.layer,
-        "units": max(result.info["units"].values()),
-        "semi": get("matching/semi_mean"),
-        "semi_std": get("matching/semi_mean", "std"),
-        "bipartite": get("matching/bipartite_mean"),
-        "bipartite_std": get("matching/bipartite_mean", "std"),
-        "within": (get("matching/within_a_mean") + get("matching/within_b_mean")) / 2,
-        "above_0.9": get("matching/bipartite_above/0.9"),
-        "above_0.5": get("matching/bipartite_above/0.5"),
-        "sparse_1": get("sparse/at_nonzero/1/error"),
-        "sparse_2": get("sparse/at_nonzero/2/error"),
-        "sparse_4": get("sparse/at_nonzero/4/error"),
-        "one_to_one": get("sparse/one_to_one_error"),
-        "full_linear": get("sparse/full_error"),
-        "mean_act_ks": float(result.means.get("between_ks_mean", 0.0)),
-        "mean_act_ks_within": float(result.means.get("within_ks", 0.0)),
-    }
-    balances = [k for k in s if k.startswith("spectral/") and k.endswith("/balance")]
-    if balances:
-        # the largest cluster count analysed
-        best = max(balances, key=lambda k: int(k.split("/")[1]))
-        row["cluster_balance"] = float(s[best]["mean"])
-        row["clusters"] = int(best.split("/")[1])
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-
-
-def layer_summary_table(results: Mapping[str, LayerResult]) -> list[dict[str, Any]]:
-    return [summary_row(r) for r in results.values()]
+    unit_means = {net: np.asarray(moments.mean[slice(*ranges[net])]) for net in nets}
+    patches = getattr(layer, "patches", None)
+    patch_units = patch_images = None
+    if patches:
+        patch_units = _patch_units(results, ranges)
+        patch_images = np.asarray(patches["image"])[patch_units]
+    return LayerAnalysis(
+        name=layer.name,
+        samples=int(moments.count),
+        map_shape=[int(v) for v in getattr(layer, "map_shape", ())],
+        units={k: int(v[1] - v[0]) for k, v in ranges.items()},
+        dead_units={k: int(((dead >= v[0]) & (dead < v[1])).sum()) for k, v in ranges.items()},
+        pairs=results,
+        means=compare_means(unit_means, seed=settings.seed).to_dict(),
+        similarity=similarity_from_pairs(
+            moments, ranges, table, sim_settings, layer=layer.name, matrices=all_pairs
+        ),
+        correlation=corr.astype(np.float32),
+        unit_means=unit_means,
+        patch_units=patch_units,
+        patch_images=patch_images,
+    )

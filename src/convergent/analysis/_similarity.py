@@ -188,9 +188,28 @@ def layer_similarity(
     """
     settings = settings or SimilaritySettings()
     ranges = resolve_ranges(moments, unit_ranges)
-    nets = list(ranges)
     all_pairs = pairs is None
-    pairs = list(combinations(nets, 2)) if pairs is None else [tuple(p) for p in pairs]
+    pairs = list(combinations(ranges, 2)) if pairs is None else [tuple(p) for p in pairs]
+    table = {
+        (a, b): pair_similarity(pair_blocks(moments, nets=(a, b), unit_ranges=ranges), settings)
+        for a, b in pairs
+    }
+    return similarity_from_pairs(moments, ranges, table, settings, layer=layer, matrices=all_pairs)
+
+
+def similarity_from_pairs(
+    moments: Any,
+    ranges: Mapping[str, tuple[int, int]],
+    table: Mapping[tuple[str, str], Mapping[str, Any]],
+    settings: SimilaritySettings | None = None,
+    *,
+    layer: str | None = None,
+    matrices: bool = True,
+) -> dict[str, Any]:
+    """:func:`layer_similarity`'s dict from the per-pair results already computed
+    (``table[(a, b)] = pair_similarity(...)``), so one loop over pairs serves every analysis."""
+    settings = settings or SimilaritySettings()
+    nets = list(ranges)
     dead = moments.dead_units()
     notes = []
     width = max(stop - start for start, stop in ranges.values())
@@ -210,11 +229,7 @@ def layer_similarity(
         "matrices": {},
         "notes": notes,
     }
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    for a, b in pairs:
-        blocks = pair_blocks(moments, nets=(a, b), unit_ranges=ranges)
-        results = pair_similarity(blocks, settings)
-        table[(a, b)] = results
+    for (a, b), results in table.items():
         entry = {k: v.to_dict() for k, v in results.items() if v is not None}
         entry["scalars"] = scalars(results)
         out["pairs"][pair_key(a, b)] = entry
@@ -225,7 +240,7 @@ def layer_similarity(
             "debiased_cka needs the kernel sums of a KernelMoments (collect with "
             "kernel_sums=True); left out"
         )
-    if all_pairs:
+    if matrices:
         for metric in METRICS:
             if metric == "debiased_cka" and not has_debiased:
                 continue

@@ -8,9 +8,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
+
+from convergent.align._check import check_model, check_run
 from convergent.align._interpolate import BARRIER_DEFINITIONS, REPAIRS
 from convergent.align._match import SIMILARITIES
-from convergent.align._run import ALIGN_METHODS, INTERPOLATE_ALIGN
+from convergent.align._run import (
+    ALIGN_METHODS,
+    INTERPOLATE_ALIGN,
+    align_run,
+    interpolate_run,
+    interpolation_summary,
+    merge_run,
+    merge_summary,
+)
+from convergent.cli._common import model_kwargs, threads
+from convergent.data import load_dataset
+from convergent.report import format_table
+from convergent.zoo import load_dataset_for, load_net, locate_net
 
 
 def _input_shape(text: str) -> tuple[int, int, int]:
@@ -24,14 +39,12 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
-    from convergent.cli import _model_kwargs, _threads
-
-    _threads(args)
+    threads(args)
     return {
         "similarity": args.similarity,
         "stats": args.stats,
         "arch": args.model,
-        "model_kwargs": _model_kwargs(args.set),
+        "model_kwargs": model_kwargs(args.set),
         "dataset": args.dataset,
         "data_dir": args.data_dir,
         "train_inputs": args.train_inputs,
@@ -41,11 +54,6 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from convergent.align._run import align_run, merge_run, merge_summary
-    from convergent.report import format_table
-
     if args.check and args.merge:
         raise ValueError("Choose one of --check and --merge.")
     if args.check:
@@ -99,13 +107,8 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from convergent.align._check import check_model, check_run
-    from convergent.cli import _model_kwargs, _threads
-    from convergent.report import format_table
-    from convergent.zoo._refs import load_dataset_for, load_net, locate_net
-
-    _threads(args)
-    kwargs = _model_kwargs(args.set)
+    threads(args)
+    kwargs = model_kwargs(args.set)
     if len(args.nets) > 1:
         raise ValueError(f"--check takes at most one net. Got {len(args.nets)}.")
     if args.nets:
@@ -117,8 +120,6 @@ def _check(args: argparse.Namespace) -> int:
         if args.input_shape:
             shape, classes = _input_shape(args.input_shape), args.num_classes
         else:
-            from convergent.data import load_dataset
-
             ds = load_dataset(args.dataset or "digits", args.data_dir)
             shape, classes = ds.input_shape, ds.num_classes
         archs = [args.model] if args.model else None
@@ -132,9 +133,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from convergent.align._run import interpolate_run, interpolation_summary
-    from convergent.report import format_table
-
     run = interpolate_run(
         args.a,
         args.b,

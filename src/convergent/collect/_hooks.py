@@ -32,6 +32,11 @@ def resolve_layers(
     return out
 
 
+class StopForward(Exception):
+    """Raised by a ``capture(..., stop=True)`` hook once it has its output: the rest of the forward
+    pass is not needed (e.g. for the input gradient of an early layer)."""
+
+
 class Capture:
     """Holds the latest output of every hooked (model, layer) pair; filled by the hooks."""
 
@@ -42,7 +47,7 @@ class Capture:
         self.outputs.clear()
 
 
-def _hook(store: Capture, key: tuple[str, str], detach: bool = True):
+def _hook(store: Capture, key: tuple[str, str], detach: bool = True, stop: bool = False):
     def fn(module: nn.Module, inputs: object, output: object) -> None:
         if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
             output = output[0]
@@ -52,6 +57,8 @@ def _hook(store: Capture, key: tuple[str, str], detach: bool = True):
                 "tensor; choose a layer whose output is a tensor."
             )
         store.outputs[key] = output.detach() if detach else output
+        if stop:
+            raise StopForward(key)
 
     return fn
 
@@ -63,12 +70,15 @@ def capture(
     *,
     eval_mode: bool = True,
     detach: bool = True,
+    stop: bool = False,
 ) -> Iterator[Capture]:
     """Hook ``layers`` of every model for the duration of the block.
 
     Every model is put in eval mode (unless ``eval_mode=False``); on exit, whether normally or by an
     exception, every hook is removed and each model's train/eval state is restored. With
-    ``detach=False`` the captured outputs keep their autograd graph (for input gradients).
+    ``detach=False`` the captured outputs keep their autograd graph (for input gradients). With
+    ``stop=True`` a hook raises :class:`StopForward` once it has its output (one layer of one model:
+    the caller catches it and skips the rest of the forward pass).
     """
     store = Capture()
     handles = []
@@ -79,7 +89,8 @@ def capture(
             if eval_mode:
                 model.eval()
             for layer, module in resolved[name].items():
-                handles.append(module.register_forward_hook(_hook(store, (name, layer), detach)))
+                hook = _hook(store, (name, layer), detach, stop)
+                handles.append(module.register_forward_hook(hook))
         yield store
     finally:
         for handle in handles:

@@ -1,25 +1,18 @@
-"""The second streaming pass for mutual information: per-unit bin edges from a first batch of
-inputs, then joint histograms of every requested pair of nets over all inputs (bounded memory)."""
+"""Mutual information of one layer in a pass of its own (the library form of what
+``collect_run(mi=...)`` keeps for every layer): the one collection loop with a
+:class:`~convergent.collect.MutualInformationObserver`, then MI from the joint histograms."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-from convergent._progress import bar
-from convergent.analysis._mi import (
-    DEFAULT_MAX_BYTES,
-    JointHistogram,
-    MutualInformation,
-    mutual_information_matrix,
-    quantile_edges,
-)
-from convergent.collect._hooks import capture
-from convergent.collect._loop import _as_inputs, _batch
-from convergent.collect._samples import is_channels_first, to_samples
+from convergent.analysis import MutualInformation, mutual_information_matrix
+from convergent.collect._loop import collect
+from convergent.collect._observers import MutualInformationObserver
+from convergent.stats import DEFAULT_MAX_BYTES
 
 
 def collect_mutual_information(
@@ -40,39 +33,24 @@ def collect_mutual_information(
 
     Edges: percentiles of each unit over the samples of the first ``edge_inputs`` inputs (a
     deterministic subset); counts: every input. Memory: d_A x d_B x bins^2 counts per pair (checked
-    before the pass starts, see :class:`~convergent.analysis.JointHistogram`), plus one batch.
+    before the pass starts, see :class:`~convergent.stats.JointHistogram`), plus one batch.
     Returns ``{"a~b": MutualInformation}``.
     """
-    inputs = _as_inputs(data)
     nets = sorted({n for p in pairs for n in p}, key=list(models).index)
-    sub = {n: models[n] for n in nets}
-    channels_first = is_channels_first(dict(models[nets[0]].named_modules())[layer])
-
-    def samples(store: Any, net: str) -> torch.Tensor:
-        return to_samples(
-            store.outputs[(net, layer)], spatial=spatial, channels_first=channels_first
-        )[0]
-
-    with torch.inference_mode(), capture(sub, [layer]) as store:
-        first = _batch(inputs, 0, min(edge_inputs, len(inputs)))
-        for m in sub.values():
-            m(first)
-        edges = {n: quantile_edges(samples(store, n), bins) for n in nets}
-        store.clear()
-        hists = {f"{a}~{b}": JointHistogram(edges[a], edges[b], max_bytes) for a, b in pairs}
-        for start in bar(
-            range(0, len(inputs), batch_size),
-            progress=progress,
-            desc=f"mutual information {layer}",
-            unit="batch",
-        ):
-            x = _batch(inputs, start, min(start + batch_size, len(inputs)))
-            for m in sub.values():
-                m(x)
-            acts = {n: samples(store, n) for n in nets}
-            for a, b in pairs:
-                hists[f"{a}~{b}"].update(acts[a], acts[b])
-            store.clear()
+    observer = MutualInformationObserver(
+        pairs, [layer], bins=bins, edge_inputs=edge_inputs, max_inputs=None, max_bytes=max_bytes
+    )
+    collect(
+        {n: models[n] for n in nets},
+        data,
+        [layer],
+        spatial=spatial,
+        batch_size=batch_size,
+        topk=None,
+        progress=progress,
+        observers=[observer],
+    )
     return {
-        k: mutual_information_matrix(h, bias_correction=bias_correction) for k, h in hists.items()
+        key: mutual_information_matrix(hist, bias_correction=bias_correction)
+        for key, hist in observer.for_layer(layer).items()
     }

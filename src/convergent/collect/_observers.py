@@ -12,6 +12,11 @@ spatially averaged, ``flat(net, layer)`` flattened). Every adapter merges with a
   RSA and mutual k-NN.
 - :class:`FlatMinibatchCKA`: the minibatch unbiased-HSIC CKA estimate between flattened maps.
 - :class:`ShuffledLayerPairs`: :class:`ShuffledPairs` of one layer (the shuffled-input null).
+- :class:`MutualInformationObserver`: joint histograms of every unit pair of chosen pairs of nets
+  (mutual information), bin edges from the probe inputs.
+- :class:`ScoresObserver`: each net's loss and accuracy from its own outputs and the labels.
+
+Each has ``statistics()`` / ``load_statistics()``, so ``collect`` merges them across ranks.
 """
 
 from __future__ import annotations
@@ -22,12 +27,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.analysis._cka import layer_cka_matrix
-from convergent.stats import ShuffledPairs, block_name
-from convergent.stats._buffer import SampleBuffer
-from convergent.stats._kernel import KernelMoments
-from convergent.stats._minibatch import MinibatchCKA
-from convergent.stats._scores import ScoreMatrix
+from convergent.analysis import layer_cka_matrix
+from convergent.stats import (
+    DEFAULT_MAX_BYTES,
+    ClassifierScores,
+    JointHistogram,
+    KernelMoments,
+    MinibatchCKA,
+    SampleBuffer,
+    ScoreMatrix,
+    ShuffledPairs,
+    Statistic,
+    block_name,
+    pair_key,
+    quantile_edges,
+)
 
 
 def _layers(view: Any, layers: Sequence[str] | None) -> list[str]:
@@ -84,6 +98,13 @@ class PooledLayerMoments:
                 max(s for _, s in ranges.values()), ranges, exact=self.exact
             )
         self.moments.update(torch.cat([torch.as_tensor(v) for v in parts.values()], dim=1))
+
+    def statistics(self) -> dict[str, Statistic]:
+        return {"pooled": self.moments} if self.moments is not None else {}
+
+    def load_statistics(self, merged: dict[str, Statistic]) -> None:
+        if "pooled" in merged:
+            self.moments = merged["pooled"]  # type: ignore[assignment]
 
     def merge(self, other: PooledLayerMoments) -> PooledLayerMoments:
         if other.moments is None:
@@ -147,6 +168,12 @@ class LayerSampleBuffers:
             joint = torch.cat([torch.as_tensor(v) for v in parts.values()], dim=1)
             self.buffers[layer].update(joint, np.asarray(view.input_index))
 
+    def statistics(self) -> dict[str, Statistic]:
+        return dict(self.buffers)
+
+    def load_statistics(self, merged: dict[str, Statistic]) -> None:
+        self.buffers.update(merged)  # type: ignore[arg-type]
+
     def merge(self, other: LayerSampleBuffers) -> LayerSampleBuffers:
         for layer, buf in other.buffers.items():
             if layer in self.buffers:
@@ -176,6 +203,12 @@ class FlatMinibatchCKA:
         self.estimator.update(
             {block_name(net, layer): view.flat(net, layer) for net in view.nets for layer in layers}
         )
+
+    def statistics(self) -> dict[str, Statistic]:
+        return {"minibatch_cka": self.estimator}
+
+    def load_statistics(self, merged: dict[str, Statistic]) -> None:
+        self.estimator = merged["minibatch_cka"]  # type: ignore[assignment]
 
     def merge(self, other: FlatMinibatchCKA) -> FlatMinibatchCKA:
         self.estimator.merge(other.estimator)
@@ -216,6 +249,13 @@ class ShuffledLayerPairs:
         joint = torch.cat([torch.as_tensor(v) for v in parts.values()], dim=1)
         self.pairs.update(joint, joint.shape[0] // len(view.input_index))
 
+    def statistics(self) -> dict[str, Statistic]:
+        return {"shuffled": self.pairs} if self.pairs is not None else {}
+
+    def load_statistics(self, merged: dict[str, Statistic]) -> None:
+        if "shuffled" in merged:
+            self.pairs = merged["shuffled"]  # type: ignore[assignment]
+
     def merge(self, other: ShuffledLayerPairs) -> ShuffledLayerPairs:
         if other.pairs is not None:
             if self.pairs is None:
@@ -223,3 +263,118 @@ class ShuffledLayerPairs:
             else:
                 self.pairs.merge(other.pairs)
         return self
+
+
+class MutualInformationObserver:
+    """Joint histograms of every (A unit, B unit) pair of the given pairs of nets, per layer: the
+    streaming statistic behind mutual-information matching (Li et al. 2016, section 3.2).
+
+    Bin edges are each unit's percentiles over the first ``edge_inputs`` inputs (the probe batch,
+    the same on every rank); counts cover the inputs with index below ``max_inputs`` (all inputs
+    when None), in the sample mode of ``collect``.
+
+    Parameters
+    ----------
+    pairs : sequence of (str, str)
+        The pairs of nets.
+    layers : sequence of str, optional
+        Default: every collected layer.
+    bins : int
+        Bins per unit (a ReLU's zeros get a bin of their own).
+    edge_inputs : int
+        Inputs whose samples set the bin edges.
+    max_inputs : int, optional
+        Only inputs with a smaller index are counted (bounds the cost on large maps).
+    max_bytes : int
+        Memory allowed for one pair's counts (d_A * d_B * bins^2 * 8 bytes); checked up front.
+
+    Attributes
+    ----------
+    histograms : dict of str to JointHistogram
+        By ``"<layer>/<a>~<b>"``.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        layers: Sequence[str] | None = None,
+        *,
+        bins: int = 10,
+        edge_inputs: int = 256,
+        max_inputs: int | None = 500,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.pairs = [(str(a), str(b)) for a, b in pairs]
+        if not self.pairs:
+            raise ValueError("The 'pairs' parameter of MutualInformationObserver names no pair.")
+        self.layers = list(layers) if layers is not None else None
+        self.bins, self.max_inputs, self.max_bytes = int(bins), max_inputs, int(max_bytes)
+        self.probe_inputs = int(edge_inputs)
+        self.histograms: dict[str, JointHistogram] = {}
+
+    def prepare(self, view: Any) -> None:
+        layers = _layers(view, self.layers)
+        self.layers = layers
+        nets = {n for pair in self.pairs for n in pair}
+        unknown = sorted(nets - set(view.nets))
+        if unknown:
+            raise ValueError(f"No nets {unknown} in this collection. Nets: {list(view.nets)}.")
+        for layer in layers:
+            edges = {n: quantile_edges(view.samples(n, layer), self.bins) for n in sorted(nets)}
+            for a, b in self.pairs:
+                self.histograms[f"{layer}/{pair_key(a, b)}"] = JointHistogram(
+                    edges[a], edges[b], self.max_bytes
+                )
+
+    def observe(self, view: Any) -> None:
+        index = np.asarray(view.input_index)
+        keep = index < self.max_inputs if self.max_inputs is not None else np.ones_like(index, bool)
+        if not keep.any():
+            return
+        for layer in self.layers or []:
+            acts = {}
+            for a, b in self.pairs:
+                for net in (a, b):
+                    if net not in acts:
+                        x = view.samples(net, layer)
+                        rows = np.repeat(keep, x.shape[0] // len(index))
+                        acts[net] = x if rows.all() else x[torch.from_numpy(rows).to(x.device)]
+                self.histograms[f"{layer}/{pair_key(a, b)}"].update(acts[a], acts[b])
+
+    def statistics(self) -> dict[str, Statistic]:
+        return dict(self.histograms)
+
+    def load_statistics(self, merged: dict[str, Statistic]) -> None:
+        self.histograms.update(merged)  # type: ignore[arg-type]
+
+    def for_layer(self, layer: str) -> dict[str, JointHistogram]:
+        """This layer's histograms by pair key ``a~b``."""
+        prefix = f"{layer}/"
+        return {k[len(prefix) :]: v for k, v in self.histograms.items() if k.startswith(prefix)}
+
+
+class ScoresObserver:
+    """Each net's loss and accuracy on the collected inputs, from its own outputs and the labels
+    (inputs without labels, or nets whose output is not (B, classes) logits, are not scored)."""
+
+    def __init__(self) -> None:
+        self.scores: dict[str, ClassifierScores] = {}
+
+    def prepare(self, view: Any) -> None:
+        if view.labels is None or not view.logits:
+            return
+        for net, out in view.logits.items():
+            if out.ndim == 2:
+                self.scores[net] = ClassifierScores()
+
+    def observe(self, view: Any) -> None:
+        if view.labels is None or not view.logits:
+            return
+        for net, scores in self.scores.items():
+            scores.update(view.logits[net], view.labels)
+
+    def statistics(self) -> dict[str, Statistic]:
+        return dict(self.scores)
+
+    def load_statistics(self, merged: dict[str, Statistic]) -> None:
+        self.scores.update(merged)  # type: ignore[arg-type]

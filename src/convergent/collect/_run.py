@@ -1,5 +1,9 @@
-"""`convergent collect` as one library function: nets from a zoo (or user checkpoints) + a dataset
-split -> a statistics directory. Resumable: an existing directory with the same inputs is reused."""
+"""`convergent collect` as one library function: nets (a zoo, or checkpoints) + a dataset split ->
+a statistics directory, with everything later stages need (moments, top-k and the patches behind
+it, pooled all-layer moments, mutual-information histograms, each net's score on these inputs).
+
+Resumable: an output folder made from the same nets (by checksum), data and settings is reused.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from convergent._errors import ConvergentError
-from convergent._io import read_json, sha256_file
+from convergent._manifest import relative_ref, reuse_or_refuse
 from convergent.collect._loop import collect
-from convergent.stats._directory import MANIFEST, Statistics
+from convergent.collect._observers import (
+    MutualInformationObserver,
+    PooledLayerMoments,
+    ScoresObserver,
+)
+from convergent.collect._patches import topk_patches
+from convergent.collect._samples import is_channels_first
+from convergent.data import describe_preprocessing, load_dataset, preprocessed
+from convergent.stats import FIT_DIR, STATS_FORMAT, Statistics
+from convergent.stats._directory import STATS_VERSION
+from convergent.zoo import load_net, load_zoo
 
 SPLITS = ("train", "test")
+MI_PAIRS = ("none", "first", "all")
 
 
 def _init_distributed(device: str) -> bool:
@@ -35,6 +51,71 @@ def _init_distributed(device: str) -> bool:
     return True
 
 
+def _dataset_identity(ds: Any) -> dict[str, Any]:
+    """What decides a dataset's inputs (not where its files are)."""
+    d = ds.describe()
+    return {
+        k: d[k] for k in ("name", "train_size", "test_size", "input_shape", "mean", "std", "subset")
+    }
+
+
+def _nets_from_zoo(zoo_dir: Path, out: Path) -> tuple[dict[str, nn.Module], list[dict], str]:
+    zoo = load_zoo(zoo_dir)
+    models = zoo.models()
+    nets = []
+    for rec in zoo.nets:
+        nets.append(
+            {
+                "name": rec.name,
+                "arch": rec.arch,
+                "kwargs": dict(rec.kwargs),
+                "seeds": dict(rec.seeds),
+                "source": {
+                    "kind": "zoo",
+                    "zoo": relative_ref(zoo_dir, out),
+                    "checkpoint": relative_ref(zoo_dir / rec.checkpoint, out),
+                    "sha256": rec.sha256,
+                },
+                "trained": {
+                    "dataset": rec.dataset,
+                    "epochs": rec.epochs,
+                    "train_accuracy": rec.train_accuracy,
+                    "test_accuracy": rec.test_accuracy,
+                },
+            }
+        )
+    return models, nets, zoo.manifest["settings"]["dataset"]
+
+
+def _nets_from_checkpoints(
+    arch: str,
+    checkpoints: Sequence[str | os.PathLike],
+    model_kwargs: Mapping[str, Any],
+    ds: Any,
+    out: Path,
+) -> tuple[dict[str, nn.Module], list[dict]]:
+    stems = [Path(p).stem for p in checkpoints]
+    if len(set(stems)) != len(stems):
+        raise ValueError("Checkpoint file names must differ (their stems name the nets).")
+    models, nets = {}, []
+    for path in map(Path, checkpoints):
+        net = load_net((None, path.stem, path), ds, arch=arch, model_kwargs=model_kwargs)
+        models[net.name] = net.model
+        nets.append(
+            {
+                "name": net.name,
+                "arch": net.arch,
+                "kwargs": dict(net.kwargs),
+                "source": {
+                    "kind": "checkpoint",
+                    "path": relative_ref(path, out),
+                    "sha256": net.sha256,
+                },
+            }
+        )
+    return models, nets
+
+
 def collect_run(
     out: str | os.PathLike,
     *,
@@ -49,53 +130,130 @@ def collect_run(
     spatial: str = "positions",
     batch_size: int = 256,
     topk: int | None = 9,
-    exact: bool = False,
+    exact: bool = True,
     device: str = "cpu",
     max_inputs: int | None = None,
     kernel_sums: bool = True,
     pooled: bool = True,
+    mi: str | bool = "none",
+    mi_bins: int = 10,
+    mi_inputs: int | None = 500,
+    patches: bool = True,
+    preprocessing: str | None = None,
+    fit_split: str | None = None,
+    fit_inputs: int | None = 10000,
     progress: bool | None = None,
 ) -> Statistics:
     """Collect statistics of a zoo's nets (or of ``arch`` + ``checkpoints``) and write them to ``out``.
 
     Under ``torchrun`` the process group is initialised from the environment, every rank collects a
-    shard, and rank 0 writes the directory. If ``out`` already holds statistics made from the same
-    nets, data and settings they are loaded instead of recomputed.
+    shard, every statistic is merged exactly, and rank 0 writes the directory. If ``out`` already
+    holds statistics made from the same nets (by SHA-256), data and settings, they are loaded
+    instead of recomputed (a folder collected without the optional extras -- kernel sums, pooled
+    moments, mutual information, patches -- is reused as it is).
 
-    ``kernel_sums`` keeps each layer's moments as a ``KernelMoments`` (debiased CKA); ``pooled``
-    also keeps one ``KernelMoments`` over every collected layer's spatially averaged units of all
-    nets (layer x layer CKA; ``Statistics.pooled``). Neither is supported under distributed
-    collection yet: there they are left off and the manifest's ``settings`` say why. An existing
-    directory is reused whatever its extras (older ones have neither).
+    Parameters
+    ----------
+    zoo : path, optional
+        A zoo directory (from ``convergent train``); or ``arch`` and ``checkpoints``.
+    dataset, data_dir : the data (default: the zoo's dataset).
+    split : {'train', 'test'}
+    layers : sequence of str, optional
+        Dotted layer names (default: the model's default layers, in forward order).
+    exact : bool
+        Per-batch products in float64 (default); ``False``: float32 after centring (see
+        :func:`collect`).
+    max_inputs : int, optional
+        Only the first ``max_inputs`` inputs of the split.
+    kernel_sums, pooled : bool
+        Keep each layer's moments as ``KernelMoments`` (exact debiased CKA); keep one
+        ``KernelMoments`` over every layer's spatially averaged units of all nets (layer x layer
+        CKA).
+    mi : {'none', 'first', 'all'}
+        Mutual-information histograms for no pair, the first pair, or every pair of nets
+        (``mi_bins`` bins per unit, over the first ``mi_inputs`` inputs).
+    patches : bool
+        Keep the input patch behind every top-k entry (image inputs only), for the report.
+    preprocessing : str, optional
+        What the nets see: ``dataset`` (default), ``none`` or ``package.module:function`` (see
+        :mod:`convergent.data`).
+    fit_split : {'train', 'test'}, optional
+        Also collect the joint moments of this other split (at most ``fit_inputs`` inputs) into
+        ``out/fit``: ``convergent analyze`` then fits one-to-many prediction there and scores it
+        on ``split`` (held-out errors, as the paper reports).
     """
-    from convergent.data import load_dataset
-    from convergent.zoo import load_weights, load_zoo
-
     if split not in SPLITS:
         raise ValueError(f"The 'split' parameter must be one of {SPLITS}. Got {split!r} instead.")
     if (zoo is None) == (arch is None):
         raise ValueError("Give either a zoo directory or an architecture with --checkpoint files.")
+    if zoo is None and not checkpoints:
+        raise ValueError("An architecture needs at least one --checkpoint file.")
+    mi = {True: "first", False: "none"}.get(mi, mi) if isinstance(mi, bool) else mi
+    if mi not in MI_PAIRS:
+        raise ValueError(f"The 'mi' parameter must be one of {MI_PAIRS}. Got {mi!r} instead.")
+    out = Path(out)
+    joined = _init_distributed(device)
+    try:
+        return _collect_run(
+            out,
+            zoo=zoo,
+            arch=arch,
+            checkpoints=checkpoints,
+            model_kwargs=model_kwargs,
+            dataset=dataset,
+            data_dir=data_dir,
+            split=split,
+            layers=layers,
+            spatial=spatial,
+            batch_size=batch_size,
+            topk=topk,
+            exact=exact,
+            device=device,
+            max_inputs=max_inputs,
+            kernel_sums=kernel_sums,
+            pooled=pooled,
+            mi=mi,
+            mi_bins=mi_bins,
+            mi_inputs=mi_inputs,
+            patches=patches,
+            preprocessing=preprocessing,
+            fit_split=fit_split,
+            fit_inputs=fit_inputs,
+            progress=progress,
+        )
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _collect_run(out: Path, **kw: Any) -> Statistics:
+    """The body of :func:`collect_run`, inside an initialised process group when there is one."""
+    zoo, arch, checkpoints, split = kw["zoo"], kw["arch"], kw["checkpoints"], kw["split"]
+    model_kwargs, dataset, data_dir = kw["model_kwargs"], kw["dataset"], kw["data_dir"]
+    layers, spatial, batch_size, topk = kw["layers"], kw["spatial"], kw["batch_size"], kw["topk"]
+    exact, device, max_inputs = kw["exact"], kw["device"], kw["max_inputs"]
+    kernel_sums, pooled, mi, mi_bins = kw["kernel_sums"], kw["pooled"], kw["mi"], kw["mi_bins"]
+    mi_inputs, patches, preprocessing = kw["mi_inputs"], kw["patches"], kw["preprocessing"]
+    fit_split, fit_inputs, progress = kw["fit_split"], kw["fit_inputs"], kw["progress"]
+    if fit_split is not None:
+        if fit_split not in SPLITS or fit_split == split:
+            raise ValueError(
+                f"The 'fit_split' parameter must be the other split than {split!r} (one of "
+                f"{SPLITS}). Got {fit_split!r} instead."
+            )
     if zoo is not None:
-        zoo_obj = load_zoo(zoo)
-        dataset = dataset or zoo_obj.manifest["settings"]["dataset"]
-        source = {
-            "zoo": str(Path(zoo).resolve()),
-            "checkpoints": {n.name: n.sha256 for n in zoo_obj.nets},
-        }
+        models, nets, zoo_dataset = _nets_from_zoo(Path(zoo), out)
+        dataset = dataset or zoo_dataset
+        ds = load_dataset(dataset, data_dir)
     else:
-        if not checkpoints:
-            raise ValueError("An architecture needs at least one --checkpoint file.")
-        source = {
-            "arch": arch,
-            "model_kwargs": dict(model_kwargs or {}),
-            "checkpoints": {Path(p).stem: sha256_file(p) for p in checkpoints},
-        }
-        if len(source["checkpoints"]) != len(checkpoints):
-            raise ValueError("Checkpoint file names must differ (their stems name the nets).")
-    ds = load_dataset(dataset or "digits", data_dir)
-    images, _ = ds.split(split)
+        ds = load_dataset(dataset or "digits", data_dir)
+        models, nets = _nets_from_checkpoints(arch, checkpoints, dict(model_kwargs or {}), ds, out)
+    images = preprocessed(ds, split, preprocessing)
+    labels = ds.split(split)[1]
     if max_inputs is not None:
-        images = images[:max_inputs]
+        images, labels = images[:max_inputs], labels[:max_inputs]
     settings = {
         "spatial": spatial,
         "batch_size": int(batch_size),
@@ -103,92 +261,135 @@ def collect_run(
         "exact": bool(exact),
         "kernel_sums": bool(kernel_sums),
         "pooled": bool(pooled),
+        "mi": mi,
+        "mi_bins": int(mi_bins),
+        "mi_inputs": mi_inputs,
+        "patches": bool(patches),
     }
-    info = {"source": source, "dataset": ds.describe(), "split": split, "num_inputs": len(images)}
-
-    out = Path(out)
-    if (out / MANIFEST).is_file():
-        old = read_json(out / MANIFEST)
-        # kernel sums and pooled moments are extras: a directory without them is still reused
-        core = ("spatial", "batch_size", "topk", "exact")
-        same_settings = all(old.get("settings", {}).get(k) == settings[k] for k in core)
-        wanted = layers or list(old.get("layers", {}))
-        if (
-            old.get("info", {}).get("source") == source
-            and same_settings
-            and old.get("info", {}).get("num_inputs") == len(images)
-            and set(wanted) <= set(old.get("layers", {}))
-        ):
-            return Statistics.load(out)
+    identity = {
+        "nets": {n["name"]: n["source"]["sha256"] for n in nets},
+        "dataset": _dataset_identity(ds),
+        "split": split,
+        "num_inputs": len(images),
+        "preprocessing": preprocessing or "dataset",
+        "values": {k: settings[k] for k in ("spatial", "batch_size", "topk", "exact")},
+    }
+    existing = reuse_or_refuse(
+        out, STATS_FORMAT, identity, what="statistics directory", version=STATS_VERSION
+    )
+    if existing is not None:
+        have = [entry["name"] for entry in existing["layers"]]
+        wanted = list(layers or have)
+        if set(wanted) <= set(have):
+            return Statistics.load(out, layers=wanted if layers else None)
         raise ConvergentError(
-            f"{out} already holds statistics from other nets, data or settings. Choose another "
-            "output directory (--out); nothing was overwritten."
+            f"{out} already holds statistics of these nets and data, but of layers {have}, not "
+            f"{[w for w in wanted if w not in have]}. Choose another output directory (--out); "
+            "nothing was overwritten."
         )
-
-    if zoo is not None:
-        models = zoo_obj.models()
-    else:
-        from convergent.models import build_model
-
-        c, h, w = ds.input_shape
-        models = {}
-        for path in checkpoints:
-            model = build_model(
-                arch,
-                in_channels=c,
-                input_size=(h, w),
-                num_classes=ds.num_classes,
-                **dict(model_kwargs or {}),
-            )
-            models[Path(path).stem] = load_weights(model, path).eval()
-
-    joined = _init_distributed(device)
-    try:
-        import torch.distributed as dist
-
-        notes = []
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            for key in ("kernel_sums", "pooled"):
-                if settings[key]:
-                    notes.append(
-                        f"{key} left off: not supported under distributed collection yet "
-                        "(collect in one process for debiased / layer x layer CKA)"
-                    )
-            kernel_sums = pooled = False
-        observer = None
-        if pooled:
-            from convergent.collect._observers import PooledLayerMoments
-
-            observer = PooledLayerMoments(exact=exact)
-        stats = collect(
-            models,
-            images,
-            layers,
+    if fit_split is not None:
+        _collect_run(
+            out / FIT_DIR,
+            zoo=zoo,
+            arch=arch,
+            checkpoints=[Path(p).resolve() for p in checkpoints],
+            model_kwargs=model_kwargs,
+            dataset=dataset,
+            data_dir=data_dir,
+            split=fit_split,
+            layers=layers,
             spatial=spatial,
             batch_size=batch_size,
-            topk=topk,
+            topk=None,
             exact=exact,
             device=device,
+            max_inputs=fit_inputs,
+            kernel_sums=False,
+            pooled=False,
+            patches=False,
+            mi="none",
+            mi_bins=mi_bins,
+            mi_inputs=mi_inputs,
+            preprocessing=preprocessing,
+            fit_split=None,
+            fit_inputs=None,
             progress=progress,
-            info=info,
-            kernel_sums=kernel_sums,
-            observers=[observer] if observer is not None else None,
         )
-        # the requested settings (so a re-run with the same ones reuses the directory)
-        stats.settings.update({k: settings[k] for k in ("kernel_sums", "pooled")})
-        if notes:
-            stats.settings["notes"] = notes
-        if observer is not None and observer.moments is not None:
-            stats.pooled, stats.pooled_layers = observer.moments, list(observer.layers)
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
-            stats.save(out)
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-    finally:
-        if joined:
-            import torch.distributed as dist
+    info = {
+        "source": {
+            "kind": "zoo" if zoo is not None else "checkpoints",
+            **({"zoo": relative_ref(zoo, out)} if zoo is not None else {"arch": arch}),
+            "checkpoints": {n["name"]: n["source"]["sha256"] for n in nets},
+        },
+        "dataset": ds.describe(),
+        "split": split,
+        "num_inputs": len(images),
+        "preprocessing": {
+            "name": preprocessing or "dataset",
+            "description": describe_preprocessing(preprocessing),
+        },
+        "nets": nets,
+    }
 
-            dist.destroy_process_group()
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    observers: list[Any] = [ScoresObserver()]
+    if pooled:
+        observers.append(PooledLayerMoments(exact=exact))
+    names = [n["name"] for n in nets]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    mi_observer = None
+    if mi != "none" and len(names) > 1:
+        mi_observer = MutualInformationObserver(
+            pairs[:1] if mi == "first" else pairs,
+            bins=mi_bins,
+            max_inputs=mi_inputs,
+        )
+        observers.append(mi_observer)
+    stats = collect(
+        models,
+        (images, labels),
+        layers,
+        spatial=spatial,
+        batch_size=batch_size,
+        topk=topk,
+        exact=exact,
+        device=device,
+        progress=progress,
+        info=info,
+        kernel_sums=kernel_sums,
+        observers=observers,
+    )
+    stats.settings.update(settings)
+    scores_observer = observers[0]
+    stats.scores = dict(scores_observer.scores)
+    for net in nets:
+        if net["name"] in stats.scores:
+            net["scores"] = {"split": split, **stats.scores[net["name"]].to_dict()}
+    if pooled and observers[1].moments is not None:
+        stats.pooled, stats.pooled_layers = observers[1].moments, list(observers[1].layers)
+    if mi_observer is not None:
+        for name, ls in stats.layers.items():
+            ls.mi = mi_observer.for_layer(name)
+    rank0 = not distributed or dist.get_rank() == 0
+    if rank0 and patches and topk and images.ndim == 4:
+        first = models[names[0]]
+        for name, ls in stats.layers.items():
+            ls.patches = topk_patches(
+                {n: m.to("cpu") for n, m in models.items()},
+                name,
+                images,
+                ls.topk.index,
+                ls.topk.position,
+                ls.unit_ranges,
+                channels_first=is_channels_first(dict(first.named_modules())[name]),
+                map_shape=ls.map_shape,
+            )
+    if rank0:
+        stats.save(out, identity=identity)
+    if distributed:
+        dist.barrier()
     return stats
 
 

@@ -6,7 +6,23 @@
 
 from convergent.data._dataset import Dataset
 from convergent.data._idx import read_idx
+from convergent.data._preprocess import (
+    PREPROCESSING,
+    describe_preprocessing,
+    pixels,
+    preprocessed,
+)
 from convergent.data._registry import available_datasets, load_dataset
 from convergent.data._split import stratified_split
 
-__all__ = ["Dataset", "available_datasets", "load_dataset", "read_idx", "stratified_split"]
+__all__ = [
+    "PREPROCESSING",
+    "Dataset",
+    "available_datasets",
+    "describe_preprocessing",
+    "load_dataset",
+    "pixels",
+    "preprocessed",
+    "read_idx",
+    "stratified_split",
+]

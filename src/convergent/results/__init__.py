@@ -1,18 +1,44 @@
-"""Results: what ``convergent analyze`` writes (``results/``), how it is read back, and the one
-table of summary columns every reader of results uses."""
+"""Results: what ``convergent analyze`` writes (``results/``) as typed objects, the only reader and
+writer of that folder, and the one table of summary columns every reader of results uses."""
 
-from convergent.results._analyze import (
-    SIMILARITY_COLUMNS,
-    SUMMARY_COLUMNS,
-    analyze_run,
-    layer_by_layer,
-    terminal_summary,
+from convergent.results._analyze import analyze_run, layer_by_layer
+from convergent.results._codec import decode, encode
+from convergent.results._columns import (
+    Column,
+    column_legend,
+    fit_convention,
+    summary_columns,
+    summary_csv,
+    summary_rows,
+)
+from convergent.results._interpolation import (
+    INTERPOLATION_FILE,
+    Interpolation,
+    load_interpolation,
+)
+from convergent.results._results import (
+    RESULTS_FORMAT,
+    Results,
+    load_results,
+    save_results,
 )
 
 __all__ = [
-    "SIMILARITY_COLUMNS",
-    "SUMMARY_COLUMNS",
+    "INTERPOLATION_FILE",
+    "RESULTS_FORMAT",
+    "Column",
+    "Interpolation",
+    "Results",
     "analyze_run",
+    "column_legend",
+    "decode",
+    "encode",
+    "fit_convention",
     "layer_by_layer",
-    "terminal_summary",
+    "load_interpolation",
+    "load_results",
+    "save_results",
+    "summary_columns",
+    "summary_csv",
+    "summary_rows",
 ]

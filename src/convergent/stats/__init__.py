@@ -10,8 +10,17 @@ statistics directory (``stats/``) that holds them.
 - :func:`merge_all` / :func:`all_merge`: exact merges in a list or across ``torch.distributed`` ranks.
 """
 
+from convergent.stats._accuracy import ClassifierScores
 from convergent.stats._buffer import SampleBuffer
-from convergent.stats._directory import LayerStatistics, Statistics, block_name
+from convergent.stats._directory import (
+    FIT_DIR,
+    STATS_FORMAT,
+    LayerStatistics,
+    Statistics,
+    block_name,
+    file_stem,
+    pair_key,
+)
 from convergent.stats._distributed import all_merge, merge_all
 from convergent.stats._histogram import (
     DEFAULT_MAX_BYTES,
@@ -24,11 +33,15 @@ from convergent.stats._minibatch import MinibatchCKA, unbiased_hsic_matrix
 from convergent.stats._moments import DEAD_RTOL, Moments
 from convergent.stats._scores import PairScore, ScoreMatrix
 from convergent.stats._shuffled import ShuffledPairs
+from convergent.stats._state import StateField, Statistic, load_statistic
 from convergent.stats._topk import TopK
 
 __all__ = [
     "DEAD_RTOL",
+    "STATS_FORMAT",
+    "ClassifierScores",
     "DEFAULT_MAX_BYTES",
+    "FIT_DIR",
     "JointHistogram",
     "KernelMoments",
     "LayerStatistics",
@@ -38,12 +51,17 @@ __all__ = [
     "SampleBuffer",
     "ScoreMatrix",
     "ShuffledPairs",
+    "StateField",
+    "Statistic",
     "Statistics",
     "TopK",
     "all_merge",
     "block_name",
     "digitize",
+    "file_stem",
+    "load_statistic",
     "merge_all",
+    "pair_key",
     "quantile_edges",
     "unbiased_hsic_matrix",
 ]

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from convergent.stats._state import StateField, Statistic
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -32,7 +34,7 @@ def priority(index: np.ndarray, seed: int = 0) -> np.ndarray:
     return z
 
 
-class SampleBuffer:
+class SampleBuffer(Statistic):
     """Up to ``capacity`` per-input feature vectors (float64), the same inputs however fed.
 
     Parameters
@@ -54,6 +56,14 @@ class SampleBuffer:
         Their input indices.
     """
 
+    kind = "convergent.SampleBuffer"
+    noun = "buffered features"
+    state_fields = (
+        StateField("index", "int64", "custom", "(m,) input indices kept (m <= capacity)"),
+        StateField("features", "float64", "custom", "(m, dim) their features"),
+        StateField("seen", "int64", "sum", "(1,) inputs offered"),
+    )
+
     def __init__(
         self,
         capacity: int,
@@ -70,9 +80,33 @@ class SampleBuffer:
                 )
         self.capacity, self.dim, self.seed = int(capacity), int(dim), int(seed)
         self.unit_ranges = {k: (int(v[0]), int(v[1])) for k, v in (unit_ranges or {}).items()}
+        self.metadata: dict[str, Any] = {}
         self.seen = 0
         self._index = np.zeros(0, dtype=np.int64)
         self._features = np.zeros((0, self.dim))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "dim": self.dim,
+            "seed": self.seed,
+            "unit_ranges": {k: list(v) for k, v in self.unit_ranges.items()},
+        }
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"index": (-1,), "features": (-1, self.dim), "seen": (1,)}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "index": self._index,
+            "features": self._features,
+            "seen": np.array([self.seen], dtype=np.int64),
+        }
+
+    def _set_state(self, arrays: Any) -> None:
+        self._index = np.array(arrays["index"], dtype=np.int64)
+        self._features = np.array(arrays["features"], dtype=np.float64).reshape(-1, self.dim)
+        self.seen = int(np.asarray(arrays["seen"]).reshape(-1)[0])
 
     @property
     def index(self) -> np.ndarray:
@@ -105,8 +139,7 @@ class SampleBuffer:
         self.seen += int(idx.size)
         return self
 
-    def merge(self, other: SampleBuffer) -> SampleBuffer:
-        """Fold in another shard's buffer (same capacity, dim and seed); returns ``self``."""
+    def _check_mergeable(self, other: Any) -> None:
         if not isinstance(other, SampleBuffer):
             raise TypeError(
                 f"SampleBuffer.merge expects a SampleBuffer. Got {type(other).__name__}."
@@ -116,10 +149,14 @@ class SampleBuffer:
                 "Cannot merge SampleBuffers with different (capacity, dim, seed): "
                 f"{(other.capacity, other.dim, other.seed)} vs {(self.capacity, self.dim, self.seed)}."
             )
+
+    def _merge_custom(self, other: SampleBuffer) -> None:
         index = np.concatenate([self._index, other._index])
         self._keep(index, np.concatenate([self._features, other._features]))
-        self.seen += other.seen
-        return self
+
+    def merge(self, other: SampleBuffer) -> SampleBuffer:
+        """Fold in another shard's buffer (same capacity, dim and seed); returns ``self``."""
+        return super().merge(other)
 
     def _keep(self, index: np.ndarray, features: np.ndarray) -> SampleBuffer:
         if np.unique(index).size != index.size:

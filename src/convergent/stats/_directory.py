@@ -1,21 +1,30 @@
-"""What collection produces: one joint :class:`~convergent.stats.Moments` per layer over the units of
-all nets, the unit range of each net, and the per-unit top-k inputs; saved as a statistics directory.
+"""What one collection pass produces, and the statistics directory (``stats/``) that holds it.
 
-Directory layout::
+Directory layout (format 2)::
 
-    manifest.json                 nets, layers, unit ranges, samples, data, settings, checksums
-    <layer>.moments.safetensors   count, mean, comoment of the joint units (float64)
-    <layer>.topk.safetensors      value / index / position of each unit's top-k samples
-    pooled.moments.safetensors    optional: one KernelMoments over every net's every layer,
-                                  spatially averaged (blocks ``net/layer``): layer x layer CKA
+    manifest.json                  what produced it (nets and their sources as paths relative to
+                                   this folder, with checksums; dataset, split, settings); the
+                                   layers in the model's forward order, each with its unit ranges,
+                                   samples, map shape, dead units and files (with SHA-256)
+    <layer>.moments.safetensors    joint Moments (KernelMoments with kernel sums) over all nets
+    <layer>.topk.safetensors       each unit's top-k (value, input index, position)
+    <layer>.patches.safetensors    optional: the input patches behind each top-k entry (uint8) and
+                                   their boxes in the input (top, bottom, left, right)
+    <layer>.mi.safetensors         optional: one JointHistogram per pair of nets (``a~b/...``)
+    pooled.moments.safetensors     optional: one KernelMoments over every net's every layer,
+                                   spatially averaged (blocks ``net/layer``): layer x layer CKA
+    scores.safetensors             optional: each net's loss and accuracy on these inputs
+    fit/                           optional: a statistics directory of the other split (moments
+                                   only), where one-to-many prediction is fitted
 
-A layer's moments file that holds kernel sums (``collect(kernel_sums=True)``) loads as a
-:class:`~convergent.stats.KernelMoments` (debiased CKA), any other as a plain ``Moments``.
+Every file is a statistic saved from its declared state (see ``convergent.stats._state``) or plain
+arrays; nothing is pickled. This module is the only reader and writer of the folder.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +32,38 @@ from typing import Any
 import numpy as np
 
 from convergent._errors import ConvergentError, CorruptFileError
-from convergent._io import load_arrays, read_json, save_arrays, sha256_file, write_json
-from convergent._version import __version__
+from convergent._io import load_arrays, save_arrays, write_json
+from convergent._manifest import MANIFEST, file_entry, header, read_manifest, verify_entry
+from convergent.stats._accuracy import ClassifierScores
+from convergent.stats._histogram import JointHistogram
 from convergent.stats._kernel import KernelMoments
 from convergent.stats._moments import Moments
 from convergent.stats._topk import TopK
 
 STATS_FORMAT = "convergent-stats"
-MANIFEST = "manifest.json"
+STATS_VERSION = 2
 POOLED_FILE = "pooled.moments.safetensors"
+#: Sub-folder holding the statistics of the split one-to-many prediction is fitted on.
+FIT_DIR = "fit"
+SCORES_FILE = "scores.safetensors"
+_FIX = "Re-run `convergent collect` (into a new --out, or after deleting this one)."
 
 
 def block_name(net: str, layer: str) -> str:
     """The name of a net's layer among the blocks of an all-layers accumulator: ``net/layer``."""
     return f"{net}/{layer}"
+
+
+def pair_key(net_a: str, net_b: str) -> str:
+    """How a pair of nets is named in files and tables: ``a~b``."""
+    return f"{net_a}~{net_b}"
+
+
+def file_stem(layer: str) -> str:
+    """A layer's file name stem (its dotted name; path separators would leave the folder)."""
+    if not layer or "/" in layer or "\\" in layer or layer in (".", ".."):
+        raise ValueError(f"A layer name cannot be used as a file name: {layer!r}.")
+    return layer
 
 
 @dataclass
@@ -56,6 +83,11 @@ class LayerStatistics:
         Spatial (or token) shape of one input's map at this layer; ``()`` for vectors / averages.
     topk : TopK or None
         Per joint unit, the top-k activations with input index and flat position in ``map_shape``.
+    patches : dict or None
+        ``image``: (units, k, S, S[, 3]) uint8 crops of the inputs behind each top-k entry;
+        ``box``: (units, k, 4) their (top, bottom, left, right) in the input.
+    mi : dict of str to JointHistogram
+        Joint histograms of unit pairs, by pair key ``a~b`` (mutual information).
     """
 
     name: str
@@ -63,6 +95,8 @@ class LayerStatistics:
     unit_ranges: dict[str, tuple[int, int]]
     map_shape: tuple[int, ...] = ()
     topk: TopK | None = None
+    patches: dict[str, np.ndarray] | None = None
+    mi: dict[str, JointHistogram] = field(default_factory=dict)
 
     @property
     def nets(self) -> list[str]:
@@ -91,18 +125,36 @@ class LayerStatistics:
 
 @dataclass
 class Statistics:
-    """Collected statistics of several nets on one dataset split: a :class:`LayerStatistics` per layer."""
+    """Collected statistics of several nets on one dataset split: a :class:`LayerStatistics` per
+    layer (in the model's forward order), and what the pass also kept.
+
+    Attributes
+    ----------
+    layers : dict of str to LayerStatistics
+    nets : list of str
+    num_inputs : int
+    settings : dict
+        How they were collected (spatial mode, batch size, top-k, precision, world size, ...).
+    info : dict
+        Where they came from: ``dataset``, ``split``, ``nets`` (per net: architecture, source with
+        a path relative to the statistics directory and a SHA-256, seeds, ...), ``inputs``.
+    pooled : Moments or None
+        One ``KernelMoments`` over every net's every layer, spatially averaged (blocks
+        ``net/layer``, see :func:`block_name`).
+    pooled_layers : list of str
+        The layers in ``pooled``, in order.
+    scores : dict of str to ClassifierScores
+        Each net's loss and accuracy on these inputs (when the data had labels).
+    """
 
     layers: dict[str, LayerStatistics]
     nets: list[str]
     num_inputs: int
     settings: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-    #: one ``KernelMoments`` over every net's every layer, spatially averaged (blocks
-    #: ``net/layer``, see :func:`block_name`); None when not collected
     pooled: Moments | None = None
-    #: the layers in ``pooled``, in order
     pooled_layers: list[str] = field(default_factory=list)
+    scores: dict[str, ClassifierScores] = field(default_factory=dict)
 
     def __getitem__(self, layer: str) -> LayerStatistics:
         if layer not in self.layers:
@@ -110,16 +162,16 @@ class Statistics:
         return self.layers[layer]
 
     def manifest(self) -> dict[str, Any]:
+        """The manifest of these statistics (without the file entries ``save`` adds)."""
         return {
-            "format": STATS_FORMAT,
-            "format_version": 1,
-            "convergent_version": __version__,
+            **header(STATS_FORMAT, STATS_VERSION),
             "nets": list(self.nets),
             "num_inputs": int(self.num_inputs),
             "settings": self.settings,
             "info": self.info,
-            "layers": {
-                name: {
+            "layers": [
+                {
+                    "name": name,
                     "units": {net: list(r) for net, r in ls.unit_ranges.items()},
                     "samples": int(ls.samples),
                     "map_shape": list(ls.map_shape),
@@ -127,34 +179,57 @@ class Statistics:
                     "dead_units": [int(i) for i in ls.moments.dead_units()],
                 }
                 for name, ls in self.layers.items()
-            },
+            ],
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the statistics directory (files first, the manifest with their checksums last)."""
+    def save(
+        self, directory: str | os.PathLike, *, identity: Mapping[str, Any] | None = None
+    ) -> Path:
+        """Write the statistics directory: every file first, then the manifest with their checksums
+        (so a folder with a manifest is complete). ``identity`` (settings and input checksums) is
+        what a later run compares to reuse the folder."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest()
-        for name, ls in self.layers.items():
-            entry = manifest["layers"][name]
-            moments_file = directory / f"{name}.moments.safetensors"
-            ls.moments.save(moments_file)
-            entry["moments_file"] = moments_file.name
-            entry["moments_sha256"] = sha256_file(moments_file)
+        if identity is not None:
+            manifest["identity"] = dict(identity)
+        for entry, ls in zip(manifest["layers"], self.layers.values()):
+            stem = directory / file_stem(ls.name)
+            files: dict[str, Any] = {}
+            path = stem.with_name(f"{stem.name}.moments.safetensors")
+            ls.moments.save(path)
+            files["moments"] = file_entry(path)
             if ls.topk is not None:
-                topk_file = directory / f"{name}.topk.safetensors"
-                save_arrays(topk_file, ls.topk.arrays(), {"layer": name, "k": ls.topk.k})
-                entry["topk_file"] = topk_file.name
-                entry["topk_sha256"] = sha256_file(topk_file)
+                path = stem.with_name(f"{stem.name}.topk.safetensors")
+                ls.topk.save(path)
+                files["topk"] = file_entry(path)
+            if ls.patches is not None:
+                path = stem.with_name(f"{stem.name}.patches.safetensors")
+                save_arrays(path, ls.patches, {"layer": ls.name})
+                files["patches"] = file_entry(path)
+            if ls.mi:
+                path = stem.with_name(f"{stem.name}.mi.safetensors")
+                arrays, meta = {}, {}
+                for key, hist in ls.mi.items():
+                    meta[key] = hist.config()
+                    arrays.update({f"{key}/{k}": v for k, v in hist.state().items()})
+                save_arrays(path, arrays, {"layer": ls.name, "pairs": meta})
+                files["mi"] = file_entry(path)
+            entry["files"] = files
         if self.pooled is not None:
-            pooled_file = directory / POOLED_FILE
-            self.pooled.save(pooled_file)
+            path = directory / POOLED_FILE
+            self.pooled.save(path)
             manifest["pooled"] = {
-                "file": pooled_file.name,
-                "sha256": sha256_file(pooled_file),
+                **file_entry(path),
                 "layers": list(self.pooled_layers),
                 "samples": int(self.pooled.count),
             }
+        if self.scores:
+            path = directory / SCORES_FILE
+            arrays = {
+                f"{net}/{k}": v for net, s in self.scores.items() for k, v in s.state().items()
+            }
+            save_arrays(path, arrays, {"nets": list(self.scores)})
+            manifest["scores"] = file_entry(path)
         write_json(directory / MANIFEST, manifest)
         return directory
 
@@ -162,49 +237,43 @@ class Statistics:
     def load(cls, directory: str | os.PathLike, *, layers: list[str] | None = None) -> Statistics:
         """Read a statistics directory, verifying every file's checksum."""
         directory = Path(directory)
-        path = directory / MANIFEST
-        if not path.is_file():
+        manifest = read_manifest(
+            directory,
+            STATS_FORMAT,
+            what="statistics directory",
+            noun="statistics",
+            fix="Create one with `convergent collect`.",
+        )
+        if manifest.get("format_version") != STATS_VERSION:
             raise ConvergentError(
-                f"{directory} is not a statistics directory: {path} does not exist. Create one with "
-                "`convergent collect`."
+                f"{directory} holds statistics of format {manifest.get('format_version')}, made by "
+                f"convergent {manifest.get('convergent_version')}; this version reads format "
+                f"{STATS_VERSION}. {_FIX}"
             )
-        manifest = read_json(path)
-        if manifest.get("format") != STATS_FORMAT:
-            raise ConvergentError(f"{path} is not a convergent statistics manifest.")
-        out: dict[str, LayerStatistics] = {}
-        for name, entry in manifest["layers"].items():
-            if layers is not None and name not in layers:
-                continue
-            moments_file = directory / entry["moments_file"]
-            _verify(moments_file, entry["moments_sha256"])
-            moments = _load_moments(moments_file)
-            topk = None
-            if "topk_file" in entry:
-                topk_file = directory / entry["topk_file"]
-                _verify(topk_file, entry["topk_sha256"])
-                arrays, _ = load_arrays(topk_file)
-                topk = TopK.from_arrays(arrays)
-            ranges = {net: (int(r[0]), int(r[1])) for net, r in entry["units"].items()}
-            if moments.dim != max(stop for _, stop in ranges.values()):
-                raise CorruptFileError(
-                    f"{moments_file} holds {moments.dim} variables but the manifest's unit ranges "
-                    f"cover {max(stop for _, stop in ranges.values())}."
-                )
-            out[name] = LayerStatistics(name, moments, ranges, tuple(entry["map_shape"]), topk)
+        entries = {entry["name"]: entry for entry in manifest["layers"]}
         if layers is not None:
-            missing = [name for name in layers if name not in out]
+            missing = [name for name in layers if name not in entries]
             if missing:
                 raise ValueError(
-                    f"No statistics for layers {missing} in {directory}. Layers: "
-                    f"{list(manifest['layers'])}."
+                    f"No statistics for layers {missing} in {directory}. Layers: {list(entries)}."
                 )
+        out: dict[str, LayerStatistics] = {}
+        for name, entry in entries.items():
+            if layers is not None and name not in layers:
+                continue
+            out[name] = _load_layer(directory, name, entry)
         pooled, pooled_layers = None, []
         if "pooled" in manifest:
-            entry = manifest["pooled"]
-            pooled_file = directory / entry["file"]
-            _verify(pooled_file, entry["sha256"])
-            pooled = KernelMoments.load(pooled_file)
-            pooled_layers = list(entry["layers"])
+            pooled = KernelMoments.load(verify_entry(directory, manifest["pooled"], _FIX))
+            pooled_layers = list(manifest["pooled"]["layers"])
+        scores = {}
+        if "scores" in manifest:
+            arrays, meta = load_arrays(verify_entry(directory, manifest["scores"], _FIX))
+            for net in meta.get("nets", []):
+                part = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{net}/")}
+                scores[net] = ClassifierScores.from_state({}, part)
+        if layers is not None:  # keep the caller's order
+            out = {name: out[name] for name in layers}
         return cls(
             out,
             list(manifest["nets"]),
@@ -213,29 +282,29 @@ class Statistics:
             dict(manifest.get("info", {})),
             pooled,
             pooled_layers,
+            scores,
         )
 
 
-def _load_moments(path: Path) -> Moments:
-    """A ``KernelMoments`` if the file holds kernel sums, else a plain ``Moments``."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as fh:
-            kernel = "kernel.norm_products" in fh.keys()
-    except Exception:  # a damaged file: Moments.load names the problem
-        kernel = False
-    return KernelMoments.load(path) if kernel else Moments.load(path)
-
-
-def _verify(path: Path, expected: str) -> None:
-    if not path.is_file():
+def _load_layer(directory: Path, name: str, entry: Mapping[str, Any]) -> LayerStatistics:
+    files = entry.get("files", {})
+    if "moments" not in files:
+        raise CorruptFileError(f"{directory / MANIFEST} lists no moments file for layer {name!r}.")
+    moments = Moments.load(verify_entry(directory, files["moments"], _FIX))
+    ranges = {net: (int(r[0]), int(r[1])) for net, r in entry["units"].items()}
+    if moments.dim != max(stop for _, stop in ranges.values()):
         raise CorruptFileError(
-            f"{path} listed in the statistics manifest is missing. Re-run `convergent collect`."
+            f"{directory / files['moments']['file']} holds {moments.dim} variables but the "
+            f"manifest's unit ranges cover {max(stop for _, stop in ranges.values())}."
         )
-    actual = sha256_file(path)
-    if actual != expected:
-        raise CorruptFileError(
-            f"{path} does not match the statistics manifest (SHA-256 {actual} instead of "
-            f"{expected}); it was changed or truncated. Re-run `convergent collect`."
-        )
+    topk = TopK.load(verify_entry(directory, files["topk"], _FIX)) if "topk" in files else None
+    patches = None
+    if "patches" in files:
+        patches, _ = load_arrays(verify_entry(directory, files["patches"], _FIX))
+    mi = {}
+    if "mi" in files:
+        arrays, meta = load_arrays(verify_entry(directory, files["mi"], _FIX))
+        for key, config in meta.get("pairs", {}).items():
+            part = {k[len(key) + 1 :]: v for k, v in arrays.items() if k.startswith(f"{key}/")}
+            mi[key] = JointHistogram.from_state(config, part)
+    return LayerStatistics(name, moments, ranges, tuple(entry["map_shape"]), topk, patches, mi)

@@ -1,34 +1,89 @@
-"""Exact, deterministic merging of ``Moments`` shards: in a list, or across torch.distributed ranks."""
+"""Exact, deterministic merging of statistic shards: in a list, or across torch.distributed ranks.
+
+One rank merge serves every statistic: the state each one declares (``state_fields``) is gathered
+from every rank and the shards are folded with the statistic's own exact ``merge``, in rank order
+0..W-1, so every rank ends with the identical result, equal to a single-process pass up to rounding.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from convergent._errors import ConvergentError
-from convergent.stats._moments import Moments
+from convergent.stats._state import Statistic
+
+S = TypeVar("S", bound=Statistic)
 
 
-def merge_all(shards: Iterable[Moments]) -> Moments:
-    """Merge shards in the given order into a new ``Moments`` (the shards are left unchanged)."""
+def merge_all(shards: Iterable[S]) -> S:
+    """Merge shards in the given order into a new statistic (the shards are left unchanged)."""
     shards = list(shards)
     if not shards:
         raise ValueError("merge_all needs at least one Moments.")
-    out = Moments(shards[0].dim, exact=shards[0].exact)
-    out.metadata = dict(shards[0].metadata)
-    for shard in shards:
+    first = shards[0]
+    out = type(first).from_state(first.config(), first.state(), first.metadata)
+    for shard in shards[1:]:
         out.merge(shard)
     return out
 
 
-def all_merge(moments: Moments, group: object = None) -> Moments:
-    """Merge every rank's ``moments`` on every rank, in rank order 0..W-1.
+def _device(group: Any) -> torch.device:
+    import torch.distributed as dist
 
-    Each rank contributes its (count, mean, comoment); all ranks gather all of them (float64
-    ``all_gather``) and merge them in the same fixed order, so every rank ends with the identical,
-    deterministic result, equal to a single-process pass up to rounding. Works with gloo (CPU
-    tensors) and nccl (the state is moved to the current CUDA device for the exchange).
+    if dist.get_backend(group) == "nccl":  # nccl moves only CUDA tensors, gloo only CPU ones
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _gather(array: np.ndarray, group: Any, device: torch.device) -> list[np.ndarray]:
+    """Every rank's version of one array (shapes may differ between ranks; dtypes may not)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    array = np.ascontiguousarray(array)
+    ndim = torch.tensor([array.ndim], dtype=torch.int64, device=device)
+    ndims = [torch.zeros_like(ndim) for _ in range(world)]
+    dist.all_gather(ndims, ndim, group=group)
+    if len({int(t.item()) for t in ndims}) != 1:
+        raise ConvergentError("Ranks hold state arrays of different ranks (number of dimensions).")
+    shape = torch.tensor(array.shape or (1,), dtype=torch.int64, device=device)
+    shapes = [torch.zeros_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape, group=group)
+    sizes = [int(np.prod(s.cpu().numpy())) if array.ndim else 1 for s in shapes]
+    longest = max(sizes + [1])
+    flat = torch.zeros(longest, dtype=torch.from_numpy(array[:0].reshape(-1)).dtype, device=device)
+    flat[: array.size] = torch.from_numpy(array.reshape(-1)).to(device)
+    parts = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(parts, flat, group=group)
+    out = []
+    for part, s, n in zip(parts, shapes, sizes):
+        values = part[:n].cpu().numpy()
+        out.append(values.reshape(tuple(s.cpu().tolist())) if array.ndim else values.reshape(()))
+    return out
+
+
+def _same_everywhere(text: str, group: Any, device: torch.device, what: str) -> None:
+    """Refuse when ranks disagree on ``text`` (a statistic's kind and config)."""
+    code = np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64)
+    seen = {bytes(v.astype(np.uint8)).decode() for v in _gather(code, group, device)}
+    if len(seen) > 1:
+        raise ConvergentError(
+            f"Ranks hold different {what}: {sorted(seen)}; every rank must collect the same layers "
+            "of the same nets with the same settings."
+        )
+
+
+def all_merge(stat: S, group: Any = None) -> S:
+    """Merge every rank's shard of ``stat`` on every rank, in rank order 0..W-1.
+
+    Works for any :class:`~convergent.stats.Statistic` (``Moments``, ``KernelMoments``, ``TopK``,
+    ``JointHistogram``, ...) with gloo (CPU tensors) and nccl (the state goes through the current
+    CUDA device for the exchange). Every array travels in its declared dtype (float64 / int64).
     """
     import torch.distributed as dist
 
@@ -36,41 +91,15 @@ def all_merge(moments: Moments, group: object = None) -> Moments:
         raise ConvergentError(
             "all_merge needs an initialised torch.distributed process group (run under torchrun)."
         )
+    device = _device(group)
     world = dist.get_world_size(group)
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if dist.get_backend(group) == "nccl"
-        else torch.device("cpu")
-    )
-    dim = moments.dim
-    count = torch.tensor([float(moments.count)], dtype=torch.float64, device=device)
-    if moments.count:
-        mean = torch.as_tensor(moments.mean, device=device)
-        comoment = torch.as_tensor(moments.comoment, device=device)
-    else:
-        mean = torch.zeros(dim, dtype=torch.float64, device=device)
-        comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)
-    dims = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(world)]
-    dist.all_gather(
-        dims, torch.tensor([float(dim)], dtype=torch.float64, device=device), group=group
-    )
-    if any(int(d.item()) != dim for d in dims):
-        raise ConvergentError(
-            f"Ranks hold Moments of different dims {[int(d.item()) for d in dims]}; every rank "
-            "must collect the same layers of the same nets."
-        )
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    means = [torch.zeros_like(mean) for _ in range(world)]
-    comoments = [torch.zeros_like(comoment) for _ in range(world)]
-    dist.all_gather(counts, count, group=group)
-    dist.all_gather(means, mean, group=group)
-    dist.all_gather(comoments, comoment, group=group)
-    out = Moments(dim, exact=moments.exact)
-    out.metadata = dict(moments.metadata)
-    out.product_precision = moments.product_precision
-    for c, m, cm in zip(counts, means, comoments):
-        n = int(c.item())
-        if n:
-            out._ensure()
-            out._combine(n, m.cpu().numpy(), cm.cpu().numpy())
+    header = json.dumps({"kind": stat.kind, "config": stat.config()}, sort_keys=True)
+    _same_everywhere(header, group, device, f"{type(stat).__name__} setups")
+    shards: list[dict[str, np.ndarray]] = [{} for _ in range(world)]
+    for name, array in stat.state().items():  # the declared order, the same on every rank
+        for rank, value in enumerate(_gather(array, group, device)):
+            shards[rank][name] = value
+    out = type(stat).from_state(stat.config(), shards[0], stat.metadata)
+    for shard in shards[1:]:
+        out.merge(type(stat).from_state(stat.config(), shard, stat.metadata))
     return out

@@ -9,12 +9,13 @@ streaming pass, as one one-hot matrix product per batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from convergent._errors import ConvergentError
+from convergent.stats._state import StateField, Statistic
 
 DEFAULT_MAX_BYTES = 2 * 2**30
 #: A point mass at a unit's minimum gets its own bin when it holds at least this share of samples.
@@ -65,8 +66,7 @@ def digitize(x: np.ndarray | torch.Tensor, edges: np.ndarray) -> np.ndarray:
     return out.numpy()
 
 
-@dataclass
-class JointHistogram:
+class JointHistogram(Statistic):
     """Joint counts of every (A unit, B unit) pair over ``bins x bins`` cells; pure data.
 
     Parameters
@@ -78,13 +78,22 @@ class JointHistogram:
         exceed this; pick a subset of units or fewer bins.
     """
 
-    edges_a: np.ndarray
-    edges_b: np.ndarray
-    max_bytes: int = DEFAULT_MAX_BYTES
+    kind = "convergent.JointHistogram"
+    noun = "histogram counts"
+    state_fields = (
+        StateField("edges_a", "float64", "same", "(d_A, bins - 1) bin edges of A's units"),
+        StateField("edges_b", "float64", "same", "(d_B, bins - 1) bin edges of B's units"),
+        StateField("counts", "float64", "sum", "(d_A * bins, d_B * bins) joint counts"),
+        StateField("count", "int64", "sum", "(1,) samples counted"),
+    )
 
-    def __post_init__(self) -> None:
-        self.edges_a = np.asarray(self.edges_a, dtype=np.float64)
-        self.edges_b = np.asarray(self.edges_b, dtype=np.float64)
+    def __init__(
+        self, edges_a: np.ndarray, edges_b: np.ndarray, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        self.edges_a = np.asarray(edges_a, dtype=np.float64)
+        self.edges_b = np.asarray(edges_b, dtype=np.float64)
+        self.max_bytes = int(max_bytes)
+        self.metadata: dict[str, Any] = {}
         if (
             self.edges_a.ndim != 2
             or self.edges_b.ndim != 2
@@ -103,6 +112,56 @@ class JointHistogram:
             )
         self.counts = np.zeros((d_a * self.bins, d_b * self.bins))
         self.count = 0
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "units_a": len(self.edges_a),
+            "units_b": len(self.edges_b),
+            "bins": self.bins,
+            "max_bytes": self.max_bytes,
+        }
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        d_a, d_b, b = len(self.edges_a), len(self.edges_b), self.bins
+        return {
+            "edges_a": (d_a, b - 1),
+            "edges_b": (d_b, b - 1),
+            "counts": (d_a * b, d_b * b),
+            "count": (1,),
+        }
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "edges_a": self.edges_a,
+            "edges_b": self.edges_b,
+            "counts": self.counts,
+            "count": np.array([self.count], dtype=np.int64),
+        }
+
+    def _set_state(self, arrays: Any) -> None:
+        self.edges_a = np.array(arrays["edges_a"], dtype=np.float64)
+        self.edges_b = np.array(arrays["edges_b"], dtype=np.float64)
+        self.counts = np.array(arrays["counts"], dtype=np.float64)
+        self.count = int(np.asarray(arrays["count"]).reshape(-1)[0])
+
+    @classmethod
+    def from_state(cls, config: Any, arrays: Any, metadata: Any = None) -> JointHistogram:
+        out = cls(
+            arrays["edges_a"], arrays["edges_b"], int(config.get("max_bytes", DEFAULT_MAX_BYTES))
+        )
+        out._set_state(arrays)
+        out.metadata = dict(metadata or {})
+        return out
+
+    @classmethod
+    def _from_file(cls, path: Any, arrays: dict, meta: dict) -> JointHistogram:
+        # +inf pads the edges of units with fewer distinct bins: the one non-finite value allowed
+        checked = {
+            k: (np.where(np.isposinf(v), 0.0, v) if k.startswith("edges") else v)
+            for k, v in arrays.items()
+        }
+        super()._from_file(path, checked, meta)  # validates shapes, dtypes, finiteness
+        return cls.from_state(meta["config"], arrays, meta.get("metadata", {}))
 
     def _onehot(self, x: np.ndarray | torch.Tensor, edges: np.ndarray) -> torch.Tensor:
         idx = torch.from_numpy(digitize(x, edges))
@@ -133,15 +192,13 @@ class JointHistogram:
         self.count += len(xa)
         return self
 
-    def merge(self, other: JointHistogram) -> JointHistogram:
+    def _check_mergeable(self, other: Any) -> None:
+        super()._check_mergeable(other)
         if not (
             np.array_equal(self.edges_a, other.edges_a)
             and np.array_equal(self.edges_b, other.edges_b)
         ):
             raise ValueError("Cannot merge joint histograms with different bin edges.")
-        self.counts += other.counts
-        self.count += other.count
-        return self
 
     def table(self) -> np.ndarray:
         """Counts as (d_A, d_B, bins, bins)."""

@@ -28,7 +28,6 @@ merged mean and added. Everything is float64 and exact up to rounding; the extra
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,10 +35,9 @@ import numpy as np
 import torch
 
 from convergent._errors import CorruptFileError
-from convergent._io import load_arrays, save_arrays
 from convergent.stats._moments import Moments
+from convergent.stats._state import StateField
 
-_EXTRA_KEY = "kernel_sums"
 #: Rows of a batch turned to float64 at a time (bounds the extra memory of an update).
 CHUNK_ROWS = 2048
 
@@ -70,10 +68,10 @@ def _check_ranges(unit_ranges: Any, dim: int, owner: str) -> dict[str, tuple[int
 class KernelMoments(Moments):
     """A :class:`~convergent.stats.Moments` that also keeps the sums the unbiased HSIC needs.
 
-    It *is* a ``Moments`` (every analysis of moments takes it; its file loads as plain ``Moments``
-    too) with, per block of units (a net, or a net's layer), the centred fourth-order sums
-    ``S_kl = sum_i |x_ik - mean_k|^2 |x_il - mean_l|^2`` and the third-order ``W_k`` that keep
-    them exactly mergeable (see the module docstring for the algebra).
+    It *is* a ``Moments`` (every analysis of moments takes it; ``Moments.load`` reads its file
+    back as a ``KernelMoments``) with, per block of units (a net, or a net's layer), the centred
+    fourth-order sums ``S_kl = sum_i |x_ik - mean_k|^2 |x_il - mean_l|^2`` and the third-order
+    ``W_k`` that keep them exactly mergeable (see the module docstring for the algebra).
 
     Parameters
     ----------
@@ -86,6 +84,26 @@ class KernelMoments(Moments):
         computed in float64.
     """
 
+    kind = "convergent.KernelMoments"
+    state_fields = Moments.state_fields + (
+        StateField(
+            "kernel.norm_cross",
+            "float64",
+            "custom",
+            "(K, D) W_k = sum_i |x_ik - mean_k|^2 (z_i - mean)",
+            what="kernel sums",
+            noun="kernel sums",
+        ),
+        StateField(
+            "kernel.norm_products",
+            "float64",
+            "custom",
+            "(K, K) S_kl = sum_i |x_ik - mean_k|^2 |x_il - mean_l|^2",
+            what="kernel sums",
+            noun="kernel sums",
+        ),
+    )
+
     def __init__(
         self, dim: int, unit_ranges: Mapping[str, tuple[int, int]], *, exact: bool = False
     ) -> None:
@@ -93,8 +111,38 @@ class KernelMoments(Moments):
         self.unit_ranges = _check_ranges(unit_ranges, self.dim, "KernelMoments")
         self.metadata["unit_ranges"] = {k: list(v) for k, v in self.unit_ranges.items()}
         k = len(self.unit_ranges)
-        self._norm_cross = np.zeros((k, self.dim))
-        self._norm_products = np.zeros((k, k))
+        self._kernel_norm_cross = np.zeros((k, self.dim))
+        self._kernel_norm_products = np.zeros((k, k))
+
+    # ------------------------------------------------------------------------------------------
+    # declared state
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "unit_ranges": {k: list(v) for k, v in self.unit_ranges.items()},
+            "exact": self.exact,
+        }
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        k = len(self.unit_ranges)
+        return {
+            **super()._shapes(),
+            "kernel.norm_cross": (k, self.dim),
+            "kernel.norm_products": (k, k),
+        }
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            **super().state(),
+            "kernel.norm_cross": self._kernel_norm_cross,
+            "kernel.norm_products": self._kernel_norm_products,
+        }
+
+    def _set_state(self, arrays: Any) -> None:
+        super()._set_state(arrays)
+        self._kernel_norm_cross = np.array(arrays["kernel.norm_cross"], dtype=np.float64)
+        self._kernel_norm_products = np.array(arrays["kernel.norm_products"], dtype=np.float64)
 
     # ------------------------------------------------------------------------------------------
     # read-outs
@@ -108,7 +156,7 @@ class KernelMoments(Moments):
     def norm_products(self) -> np.ndarray:
         """(K, K) ``S_kl = sum_i |x_ik - mean_k|^2 |x_il - mean_l|^2`` (read-only copy)."""
         self._require(1)
-        out = self._norm_products.copy()
+        out = self._kernel_norm_products.copy()
         out.setflags(write=False)
         return out
 
@@ -116,7 +164,7 @@ class KernelMoments(Moments):
     def norm_cross(self) -> np.ndarray:
         """(K, D) ``W_k = sum_i |x_ik - mean_k|^2 (z_i - mean)`` (read-only copy)."""
         self._require(1)
-        out = self._norm_cross.copy()
+        out = self._kernel_norm_cross.copy()
         out.setflags(write=False)
         return out
 
@@ -133,25 +181,25 @@ class KernelMoments(Moments):
             return self
         ranges = list(self.unit_ranges.values())
         if isinstance(x, torch.Tensor) and x.device.type == "cpu":
-            x = x.detach().numpy()  # CPU data: one BLAS thread pool (NumPy's), as Moments does
+            # CPU data: one BLAS thread pool (NumPy's), as Moments does
+            x = (x.float() if x.dtype == torch.bfloat16 else x).detach().numpy()
         batch = _batch_sums(x, ranges, self._mean)
         if n_old:
             old = _recentre(
                 n_old,
-                self._norm_cross,
-                self._norm_products,
+                self._kernel_norm_cross,
+                self._kernel_norm_products,
                 comoment_old,
                 self._mean - mean_old,
                 ranges,
             )
-            self._norm_cross = old[0] + batch[0]
-            self._norm_products = old[1] + batch[1]
+            self._kernel_norm_cross = old[0] + batch[0]
+            self._kernel_norm_products = old[1] + batch[1]
         else:
-            self._norm_cross, self._norm_products = batch
+            self._kernel_norm_cross, self._kernel_norm_products = batch
         return self
 
-    def merge(self, other: Moments) -> KernelMoments:
-        """Fold another ``KernelMoments`` over the same blocks into this one (exact); returns ``self``."""
+    def _check_mergeable(self, other: Any) -> None:
         if not isinstance(other, KernelMoments):
             raise TypeError(
                 "KernelMoments.merge expects a KernelMoments (plain Moments lack the kernel sums). "
@@ -162,54 +210,42 @@ class KernelMoments(Moments):
                 f"Cannot merge KernelMoments over blocks {other.unit_ranges} (dim {other.dim}) into "
                 f"KernelMoments over blocks {self.unit_ranges} (dim {self.dim})."
             )
+
+    def _merge_custom(self, other: KernelMoments) -> None:
+        """Both shards' sums moved to the merged mean and added; then the moments (Chan)."""
         if other._count == 0:
-            return self
+            return
         if self._count == 0:
-            super().merge(other)
-            self._norm_cross = other._norm_cross.copy()
-            self._norm_products = other._norm_products.copy()
-            return self
+            super()._merge_custom(other)
+            self._kernel_norm_cross = other._kernel_norm_cross.copy()
+            self._kernel_norm_products = other._kernel_norm_products.copy()
+            return
         ranges = list(self.unit_ranges.values())
         n_a, n_b = self._count, other._count
         target = self._mean + (other._mean - self._mean) * (n_b / (n_a + n_b))
         mine = _recentre(
-            n_a, self._norm_cross, self._norm_products, self._comoment, target - self._mean, ranges
+            n_a,
+            self._kernel_norm_cross,
+            self._kernel_norm_products,
+            self._comoment,
+            target - self._mean,
+            ranges,
         )
         theirs = _recentre(
             n_b,
-            other._norm_cross,
-            other._norm_products,
+            other._kernel_norm_cross,
+            other._kernel_norm_products,
             other._comoment,
             target - other._mean,
             ranges,
         )
-        super().merge(other)
-        self._norm_cross = mine[0] + theirs[0]
-        self._norm_products = mine[1] + theirs[1]
-        return self
+        super()._merge_custom(other)
+        self._kernel_norm_cross = mine[0] + theirs[0]
+        self._kernel_norm_products = mine[1] + theirs[1]
 
-    def copy(self) -> KernelMoments:
-        out = KernelMoments(self.dim, self.unit_ranges, exact=self.exact)
-        base = super().copy()
-        out.__dict__.update(
-            {k: v for k, v in base.__dict__.items() if k not in ("unit_ranges", "metadata")}
-        )
-        out.metadata = dict(self.metadata)
-        out._norm_cross = self._norm_cross.copy()
-        out._norm_products = self._norm_products.copy()
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        same = super().__eq__(other)
-        if same is NotImplemented or not same or not isinstance(other, KernelMoments):
-            return same
-        return bool(
-            self.unit_ranges == other.unit_ranges
-            and np.array_equal(self._norm_products, other._norm_products)
-            and np.array_equal(self._norm_cross, other._norm_cross)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
+    def merge(self, other: Moments) -> KernelMoments:
+        """Fold another ``KernelMoments`` over the same blocks into this one (exact); returns ``self``."""
+        return super().merge(other)
 
     def __repr__(self) -> str:
         return f"KernelMoments(dim={self.dim}, count={self._count}, blocks={self.blocks})"
@@ -217,53 +253,25 @@ class KernelMoments(Moments):
     # ------------------------------------------------------------------------------------------
     # files
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write as ``Moments.save`` does, plus the kernel sums; ``Moments.load`` still reads it."""
-        super().save(path)
-        arrays, meta = load_arrays(path)
-        arrays["kernel.norm_cross"] = self._norm_cross
-        arrays["kernel.norm_products"] = self._norm_products
-        meta[_EXTRA_KEY] = {
-            "format_version": 1,
-            "unit_ranges": {k: list(v) for k, v in self.unit_ranges.items()},
-        }
-        save_arrays(path, arrays, meta)
+    @classmethod
+    def _wrong_kind(cls, path: Any, kind: Any) -> None:
+        if kind == Moments.kind:
+            raise CorruptFileError(
+                f"{path} holds plain Moments without kernel sums; collect with kernel_sums=True "
+                "(or load it with Moments.load)."
+            )
+        super()._wrong_kind(path, kind)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> KernelMoments:
-        """Read a file written by :meth:`save` (a plain ``Moments`` file is refused)."""
-        base = Moments.load(path)
-        arrays, meta = load_arrays(path)
-        extra = meta.get(_EXTRA_KEY)
-        if not extra:
-            raise CorruptFileError(
-                f"{path} holds plain Moments without kernel sums; collect with "
-                "kernel_sums=True (or load it with Moments.load)."
-            )
-        out = cls(base.dim, extra["unit_ranges"], exact=base.exact)
-        k = len(out.unit_ranges)
-        try:
-            cross, prods = arrays["kernel.norm_cross"], arrays["kernel.norm_products"]
-        except KeyError as exc:
-            raise CorruptFileError(
-                f"{path} lacks {exc} and cannot be read as KernelMoments."
-            ) from exc
-        if cross.shape != (k, base.dim) or prods.shape != (k, k):
-            raise CorruptFileError(
-                f"{path} has inconsistent kernel sums (shapes {cross.shape}, {prods.shape} for "
-                f"{k} blocks of {base.dim} units)."
-            )
-        if not (np.isfinite(cross).all() and np.isfinite(prods).all()):
-            raise CorruptFileError(f"{path} holds non-finite kernel sums.")
-        out.metadata = dict(base.metadata)
-        out.product_precision = base.product_precision
-        out._count = base.count
-        if base.count:
-            out._mean = np.array(base.mean)
-            out._comoment = np.array(base.comoment)
-        out._norm_cross = cross.astype(np.float64)
-        out._norm_products = prods.astype(np.float64)
-        return out
+    def _config_from_file(cls, path: Any, arrays: dict, meta: dict) -> dict[str, Any]:
+        if "config" in meta:
+            return super()._config_from_file(path, arrays, meta)
+        # format 1: the block layout under "kernel_sums"
+        base = Moments._config_from_file(path, arrays, meta)
+        extra = meta.get("kernel_sums") or {}
+        if "unit_ranges" not in extra:
+            raise CorruptFileError(f"{path} lacks the kernel sums' block layout.")
+        return {**base, "unit_ranges": extra["unit_ranges"]}
 
 
 def _recentre(

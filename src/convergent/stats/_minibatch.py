@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from convergent.stats._scores import ScoreMatrix
+from convergent.stats._state import StateField, Statistic
 
 ESTIMATE_NOTE = (
     "estimate: mean over minibatches of the unbiased HSIC of each minibatch's Gram matrices "
@@ -51,7 +52,7 @@ def unbiased_hsic_matrix(grams: np.ndarray) -> np.ndarray:
     ) / (b * (b - 3))
 
 
-class MinibatchCKA:
+class MinibatchCKA(Statistic):
     """Per-minibatch unbiased HSIC sums between named blocks of features (pure data).
 
     Parameters
@@ -67,7 +68,18 @@ class MinibatchCKA:
     >>> est.matrix(["a"], ["b"]).values  # doctest: +SKIP
     """
 
+    kind = "convergent.MinibatchCKA"
+    noun = "HSIC sums"
+    state_fields = (
+        StateField("hsic", "float64", "sum", "(K, K) summed per-minibatch unbiased HSIC"),
+        StateField("batches", "int64", "sum", "(1,) minibatches used"),
+        StateField("skipped", "int64", "sum", "(1,) minibatches of fewer than 4 inputs"),
+        StateField("samples", "int64", "sum", "(1,) inputs in the minibatches used"),
+        StateField("batch_sizes", "int64", "custom", "(m,) the distinct minibatch sizes seen"),
+    )
+
     def __init__(self, blocks: Sequence[str] | None = None) -> None:
+        self.metadata: dict[str, Any] = {}
         self.blocks: list[str] | None = list(blocks) if blocks is not None else None
         self.batches = 0
         self.skipped = 0
@@ -100,8 +112,39 @@ class MinibatchCKA:
         self.batch_sizes.add(b)
         return self
 
+    def config(self) -> dict[str, Any]:
+        return {"blocks": list(self.blocks) if self.blocks is not None else None}
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        k = len(self.blocks or [])
+        return {
+            "hsic": (k, k),
+            "batches": (1,),
+            "skipped": (1,),
+            "samples": (1,),
+            "batch_sizes": (-1,),
+        }
+
+    def state(self) -> dict[str, np.ndarray]:
+        k = len(self.blocks or [])
+        return {
+            "hsic": self._hsic if self._hsic is not None else np.zeros((k, k)),
+            "batches": np.array([self.batches], dtype=np.int64),
+            "skipped": np.array([self.skipped], dtype=np.int64),
+            "samples": np.array([self.samples], dtype=np.int64),
+            "batch_sizes": np.array(sorted(self.batch_sizes), dtype=np.int64),
+        }
+
+    def _set_state(self, arrays: Any) -> None:
+        self.batches = int(np.asarray(arrays["batches"]).reshape(-1)[0])
+        self.skipped = int(np.asarray(arrays["skipped"]).reshape(-1)[0])
+        self.samples = int(np.asarray(arrays["samples"]).reshape(-1)[0])
+        self.batch_sizes = {int(v) for v in np.asarray(arrays["batch_sizes"]).reshape(-1)}
+        self._hsic = np.array(arrays["hsic"], dtype=np.float64) if self.batches else None
+
     def merge(self, other: MinibatchCKA) -> MinibatchCKA:
-        """Add another shard's sums (same blocks); returns ``self``."""
+        """Add another shard's sums (same blocks); returns ``self``. A fresh estimator takes the
+        blocks of the first shard merged into it."""
         if not isinstance(other, MinibatchCKA):
             raise TypeError(
                 f"MinibatchCKA.merge expects a MinibatchCKA. Got {type(other).__name__}."

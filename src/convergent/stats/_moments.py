@@ -14,23 +14,33 @@ Chan, Golub and LeVeque (1979)::
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import torch
 
 from convergent._errors import ConvergentError, CorruptFileError
-from convergent._io import load_arrays, save_arrays
+from convergent.stats._state import StateField, Statistic
 
-_KIND = "convergent.Moments"
-#: A unit is dead when its standard deviation is at most this fraction of its |mean| (or exactly 0),
-#: by the lowest precision any batch product ran in: float32 resolves about 6e-8 of a value, so a
-#: smaller spread is rounding of a constant, not signal; float64 products resolve about 1e-16.
-DEAD_RTOL = {"float32": 1e-6, "float64": 1e-12}
+#: Machine epsilon of the activation dtypes a batch may come in.
+EPS = {
+    "float64": float(np.finfo(np.float64).eps),
+    "float32": float(np.finfo(np.float32).eps),
+    "float16": float(np.finfo(np.float16).eps),
+    "bfloat16": 2.0**-7,
+}
+#: A unit is dead when its variance is 0 or its standard deviation is at most ``DEAD_ULPS`` times
+#: the resolution of the data at its mean, ``eps * |mean|`` (eps of the coarsest dtype any batch
+#: came in). Activations are stored in that dtype: a spread of one or two units in the last place
+#: around a constant is the rounding of that constant, not signal. The batch products cannot be
+#: the limit: each batch is centred first, so a constant column gives a centred product of
+#: order ``eps**3 * mean**2``, far below this threshold, in float32 products as in float64.
+DEAD_ULPS = 2.0
+#: The dead-unit rule's relative tolerance per activation dtype: ``DEAD_ULPS * eps``.
+DEAD_RTOL = {k: DEAD_ULPS * v for k, v in EPS.items()}
 
 
-class Moments:
+class Moments(Statistic):
     """Streaming count, mean and centred co-moment matrix of a D-dimensional variable.
 
     Parameters
@@ -54,6 +64,30 @@ class Moments:
     (100, (3, 3))
     """
 
+    kind = "convergent.Moments"
+    noun = "moments"
+    state_fields = (
+        StateField("count", "int64", "custom", "(1,) samples seen", what="Moments arrays"),
+        StateField("mean", "float64", "custom", "(D,) mean", what="Moments arrays"),
+        StateField(
+            "comoment", "float64", "custom", "(D, D) centred co-moment", what="Moments arrays"
+        ),
+        StateField(
+            "float32_batches",
+            "int64",
+            "sum",
+            "(1,) batches whose product ran in float32",
+            what="Moments arrays",
+        ),
+        StateField(
+            "input_eps",
+            "float64",
+            "max",
+            "(1,) machine epsilon of the coarsest activation dtype seen (the data's resolution)",
+            what="Moments arrays",
+        ),
+    )
+
     def __init__(self, dim: int, *, exact: bool = False) -> None:
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(
@@ -68,10 +102,53 @@ class Moments:
         self._mean: np.ndarray | None = None
         self._comoment: np.ndarray | None = None
         self._work: np.ndarray | None = None  # reused buffer for the centred batch (CPU)
-        self.product_precision = "float64"  # lowest precision a batch product has run in
+        self._float32_batches = 0
+        self._input_eps = 0.0
 
     # ------------------------------------------------------------------------------------------
-    # state
+    # state (declared above; see convergent.stats._state)
+
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "exact": self.exact}
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        d = self.dim
+        return {
+            "count": (1,),
+            "mean": (d,),
+            "comoment": (d, d),
+            "float32_batches": (1,),
+            "input_eps": (1,),
+        }
+
+    def state(self) -> dict[str, np.ndarray]:
+        empty = self._mean is None
+        return {
+            "count": np.array([self._count], dtype=np.int64),
+            "mean": np.zeros(self.dim) if empty else self._mean,
+            "comoment": np.zeros((self.dim, self.dim)) if empty else self._comoment,
+            "float32_batches": np.array([self._float32_batches], dtype=np.int64),
+            "input_eps": np.array([self._input_eps], dtype=np.float64),
+        }
+
+    def _set_state(self, arrays: Any) -> None:
+        self._count = int(np.asarray(arrays["count"]).reshape(-1)[0])
+        if self._count < 0:
+            raise CorruptFileError(f"Moments state has a negative count ({self._count}).")
+        self._mean = np.array(arrays["mean"], dtype=np.float64) if self._count else None
+        self._comoment = np.array(arrays["comoment"], dtype=np.float64) if self._count else None
+        self._float32_batches = int(np.asarray(arrays["float32_batches"]).reshape(-1)[0])
+        self._input_eps = float(np.asarray(arrays["input_eps"]).reshape(-1)[0])
+
+    @property
+    def product_precision(self) -> str:
+        """``"float32"`` if any batch product ran in float32, else ``"float64"``."""
+        return "float32" if self._float32_batches else "float64"
+
+    @property
+    def input_eps(self) -> float:
+        """Machine epsilon of the coarsest dtype any batch came in (0 before the first batch)."""
+        return self._input_eps
 
     def _ensure(self) -> None:
         if self._mean is None:
@@ -118,11 +195,13 @@ class Moments:
         ValueError
             If a value is NaN or infinite (naming the columns and the batch); the state is unchanged.
         """
+        input_eps = _dtype_eps(x.dtype) if hasattr(x, "dtype") else 0.0
         if isinstance(x, torch.Tensor):
             if x.is_complex():
                 raise TypeError("Moments.update does not take complex data.")
             if x.device.type == "cpu":
-                x = x.detach().numpy()
+                # NumPy has no bfloat16: widen it (exactly) to float32 first
+                x = (x.float() if x.dtype == torch.bfloat16 else x).detach().numpy()
         elif isinstance(x, np.ndarray):
             if (
                 x.dtype == object
@@ -193,7 +272,8 @@ class Moments:
         self._ensure()
         self._combine(n, batch_mean, prod)
         if precision == "float32":
-            self.product_precision = "float32"
+            self._float32_batches += 1
+        self._input_eps = max(self._input_eps, input_eps)
         return self
 
     def _reject(self, bad: list[int]) -> None:
@@ -217,21 +297,24 @@ class Moments:
             self._comoment += np.outer(delta * (n_a * n_b / n), delta)
         self._count = n
 
-    def merge(self, other: Moments) -> Moments:
-        """Fold another ``Moments`` of the same variables into this one (exact); returns ``self``."""
+    def _check_mergeable(self, other: Any) -> None:
         if not isinstance(other, Moments):
             raise TypeError(f"Moments.merge expects a Moments. Got {type(other).__name__} instead.")
         if other.dim != self.dim:
             raise ValueError(
                 f"Cannot merge Moments of dim {other.dim} into Moments of dim {self.dim}."
             )
+
+    def _merge_custom(self, other: Moments) -> None:
+        """Chan's parallel formula for (count, mean, comoment); the other fields merge as declared."""
         if other._count == 0:
-            return self
+            return
         self._ensure()
         self._combine(other._count, other._mean, other._comoment)
-        if other.product_precision == "float32":
-            self.product_precision = "float32"
-        return self
+
+    def merge(self, other: Moments) -> Moments:
+        """Fold another ``Moments`` of the same variables into this one (exact); returns ``self``."""
+        return super().merge(other)
 
     # ------------------------------------------------------------------------------------------
     # read-outs
@@ -253,14 +336,16 @@ class Moments:
         """Indices of zero-variance (dead or constant) units.
 
         A unit is dead when its variance is exactly 0 or its standard deviation is at most
-        ``DEAD_RTOL[product_precision]`` times its |mean| (1e-6 if any batch product ran in float32,
-        else 1e-12): a smaller spread is the rounding of a constant, not signal.
+        ``DEAD_ULPS * eps * |mean|``, ``eps`` the machine epsilon of the coarsest dtype the
+        activations came in (:attr:`input_eps`): a spread of a unit or two in the last place of a
+        constant is its rounding, not signal. This does not depend on the precision of the batch
+        products (each batch is centred before its product).
         """
         self._require(1)
         var = np.clip(np.diag(self._comoment) / self._count, 0.0, None)
         std = np.sqrt(var)
         scale = np.abs(self._mean)
-        dead = (var == 0) | (std <= DEAD_RTOL[self.product_precision] * scale)
+        dead = (var == 0) | (std <= DEAD_ULPS * self._input_eps * scale)
         return np.flatnonzero(dead).astype(np.int64)
 
     def corr(self) -> np.ndarray:
@@ -291,97 +376,40 @@ class Moments:
         out._count = self._count
         out._mean = self._mean[idx].copy()
         out._comoment = self._comoment[np.ix_(idx, idx)].copy()
-        out.product_precision = self.product_precision
+        out._float32_batches, out._input_eps = self._float32_batches, self._input_eps
         # the parent's metadata (unit ranges, layer) does not describe a subset: start empty
         return out
 
-    def copy(self) -> Moments:
-        out = Moments(self.dim, exact=self.exact)
-        out.metadata = dict(self.metadata)
-        out.product_precision = self.product_precision
-        out._count, out._batches = self._count, self._batches
-        if self._mean is not None:
-            out._mean = self._mean.copy()
-            out._comoment = self._comoment.copy()
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Moments):
-            return NotImplemented
-        if (self.dim, self._count) != (other.dim, other._count):
-            return False
-        if self._count == 0:
-            return True
-        return bool(
-            np.array_equal(self.mean, other.mean) and np.array_equal(self.comoment, other.comoment)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         mode = "exact" if self.exact else "float32 products"
-        return f"Moments(dim={self.dim}, count={self._count}, {mode})"
+        return f"{type(self).__name__}(dim={self.dim}, count={self._count}, {mode})"
 
     # ------------------------------------------------------------------------------------------
-    # files
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write to a safetensors file (count, mean, comoment) with JSON metadata."""
-        self._require(0)
-        mean = self._mean if self._mean is not None else np.zeros(self.dim)
-        comoment = self._comoment if self._comoment is not None else np.zeros((self.dim,) * 2)
-        save_arrays(
-            path,
-            {"count": np.array([self._count], dtype=np.int64), "mean": mean, "comoment": comoment},
-            {
-                "kind": _KIND,
-                "format_version": 1,
-                "dim": self.dim,
-                "exact": self.exact,
-                "product_precision": self.product_precision,
-                "metadata": self.metadata,
-            },
-        )
+    # files (save / load / copy / == come from the declared state, convergent.stats._state)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Moments:
-        """Read a file written by :meth:`save`; refuses damaged or foreign files."""
-        arrays, meta = load_arrays(path)
-        if meta.get("kind") != _KIND:
-            raise CorruptFileError(
-                f"{path} is not a convergent Moments file (kind {meta.get('kind')!r})."
-            )
+    def _config_from_file(cls, path: Any, arrays: dict, meta: dict) -> dict[str, Any]:
+        if "config" in meta:
+            return super()._config_from_file(path, arrays, meta)
+        # format 1 (convergent 0.1): dim and exact in the header, precision as a word
         try:
-            dim = int(meta["dim"])
-            count = arrays["count"]
-            mean, comoment = arrays["mean"], arrays["comoment"]
-        except KeyError as exc:
-            raise CorruptFileError(f"{path} lacks {exc} and cannot be read as Moments.") from exc
-        if (
-            count.shape != (1,)
-            or mean.shape != (dim,)
-            or comoment.shape != (dim, dim)
-            or mean.dtype != np.float64
-            or comoment.dtype != np.float64
-            or int(count[0]) < 0
-        ):
-            raise CorruptFileError(
-                f"{path} has inconsistent Moments arrays (count {count.shape}, mean {mean.shape} "
-                f"{mean.dtype}, comoment {comoment.shape} {comoment.dtype} for dim {dim})."
-            )
-        if not (np.isfinite(mean).all() and np.isfinite(comoment).all()):
-            raise CorruptFileError(f"{path} holds non-finite moments.")
-        out = cls(dim, exact=bool(meta.get("exact", False)))
-        out.metadata = dict(meta.get("metadata", {}))
+            config = {"dim": int(meta["dim"]), "exact": bool(meta.get("exact", False))}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{path} has no usable Moments dimension ({exc}).") from exc
         precision = meta.get("product_precision", "float32")
-        if precision not in DEAD_RTOL:
+        if precision not in ("float32", "float64"):
             raise CorruptFileError(f"{path} has an unknown product_precision {precision!r}.")
-        out.product_precision = precision
-        out._count = int(count[0])
-        if out._count > 0:
-            out._mean = mean.copy()
-            out._comoment = comoment.copy()
-        return out
+        arrays.setdefault("float32_batches", np.array([int(precision == "float32")]))
+        arrays.setdefault("input_eps", np.array([EPS[precision]]))
+        return config
+
+
+def _dtype_eps(dtype: Any) -> float:
+    """Machine epsilon of an activation dtype (NumPy or torch); 0 for integers and booleans."""
+    name = str(dtype).replace("torch.", "")
+    if name in EPS:
+        return EPS[name]
+    return 0.0
 
 
 def _centred_product_numpy(

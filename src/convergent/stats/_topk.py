@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from convergent.stats._state import StateField, Statistic
 
-class TopK:
+
+class TopK(Statistic):
     """For each of ``units`` units, the ``k`` largest activations seen, with the dataset index of the
     input and the flat spatial position (``-1`` where a unit has seen fewer than ``k`` samples).
 
@@ -14,15 +18,48 @@ class TopK:
     smaller dataset index, then the smaller position, so the result does not depend on batching.
     """
 
+    kind = "convergent.TopK"
+    noun = "top-k values"
+    state_fields = (
+        StateField(
+            "value", "float64", "custom", "(units, k) largest activations, -inf if unfilled"
+        ),
+        StateField(
+            "index", "int64", "custom", "(units, k) dataset index of each input, -1 if none"
+        ),
+        StateField(
+            "position", "int64", "custom", "(units, k) flat position in the map, -1 if none"
+        ),
+    )
+
     def __init__(self, units: int, k: int = 9) -> None:
         if int(k) != k or k < 1:
             raise ValueError(
                 f"The 'k' parameter of TopK must be an integer >= 1. Got {k!r} instead."
             )
+        if isinstance(units, bool) or int(units) != units or units < 1:
+            raise ValueError(
+                f"The 'units' parameter of TopK must be an integer >= 1. Got {units!r} instead."
+            )
         self.units, self.k = int(units), int(k)
+        self.metadata: dict[str, Any] = {}
         self.value = np.full((self.units, self.k), -np.inf)
         self.index = np.full((self.units, self.k), -1, dtype=np.int64)
         self.position = np.full((self.units, self.k), -1, dtype=np.int64)
+
+    def config(self) -> dict[str, Any]:
+        return {"units": self.units, "k": self.k}
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: (self.units, self.k) for name in ("value", "index", "position")}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"value": self.value, "index": self.index, "position": self.position}
+
+    def _set_state(self, arrays: Any) -> None:
+        self.value = np.array(arrays["value"], dtype=np.float64)
+        self.index = np.array(arrays["index"], dtype=np.int64)
+        self.position = np.array(arrays["position"], dtype=np.int64)
 
     def _keep_best(self, value: np.ndarray, index: np.ndarray, position: np.ndarray) -> None:
         # empty slots carry index -1: push them behind real entries of equal value (-inf)
@@ -71,8 +108,7 @@ class TopK:
         )
         return self
 
-    def merge(self, other: TopK) -> TopK:
-        """Combine with another shard's TopK (same units and k)."""
+    def _check_mergeable(self, other: Any) -> None:
         if not isinstance(other, TopK):
             raise TypeError(f"TopK.merge expects a TopK. Got {type(other).__name__} instead.")
         if (other.units, other.k) != (self.units, self.k):
@@ -80,21 +116,32 @@ class TopK:
                 f"Cannot merge TopK of {other.units} units (k={other.k}) into {self.units} units "
                 f"(k={self.k})."
             )
+
+    def _merge_custom(self, other: TopK) -> None:
         self._keep_best(
             np.concatenate([self.value, other.value], axis=1),
             np.concatenate([self.index, other.index], axis=1),
             np.concatenate([self.position, other.position], axis=1),
         )
-        return self
+
+    def merge(self, other: TopK) -> TopK:
+        """Combine with another shard's TopK (same units and k); returns ``self``."""
+        return super().merge(other)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"value": self.value, "index": self.index, "position": self.position}
+        return self.state()
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TopK:
-        units, k = arrays["value"].shape
-        out = cls(units, k)
-        out.value = np.asarray(arrays["value"], dtype=np.float64)
-        out.index = np.asarray(arrays["index"], dtype=np.int64)
-        out.position = np.asarray(arrays["position"], dtype=np.int64)
+        units, k = np.asarray(arrays["value"]).shape
+        return cls.from_state({"units": units, "k": k}, arrays)
+
+    @classmethod
+    def _from_file(cls, path: Any, arrays: dict, meta: dict) -> TopK:
+        # -inf marks an unfilled slot: the one non-finite value a TopK may hold
+        checked = dict(arrays)
+        if "value" in checked:
+            checked["value"] = np.where(np.isneginf(checked["value"]), 0.0, checked["value"])
+        out = super()._from_file(path, checked, meta)
+        out.value = np.array(arrays["value"], dtype=np.float64)
         return out

@@ -1,0 +1,136 @@
+"""What every command shares: option groups as argparse parent parsers (so a flag is named and
+documented the same way everywhere) and the parsing of their values."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from convergent.collect import SPATIAL_MODES
+from convergent.data import available_datasets
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON when it parses (numbers, true/false, lists), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def model_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``--set width=0.5 --set depth=4`` -> ``{"width": 0.5, "depth": 4}`` (values parsed as JSON)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(
+                f"--set expects KEY=VALUE (e.g. --set width=0.5). Got {pair!r} instead."
+            )
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def layer_list(text: str | None) -> list[str] | None:
+    """``conv1,fc6`` -> ``["conv1", "fc6"]``; None when not given."""
+    return [v for v in (text or "").split(",") if v] or None
+
+
+def threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads``."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def data_options(*, default: str | None = "digits") -> argparse.ArgumentParser:
+    p = _parent()
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        default=default,
+        help=f"one of {', '.join(available_datasets())} (default: "
+        + (f"{default})" if default else "the zoo's or the checkpoint's dataset)"),
+    )
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the dataset's files (IDX, CIFAR-10 binary, images.npy); default: "
+        "where the dataset is installed (Fashion-MNIST: Debian's dataset-fashion-mnist)",
+    )
+    return p
+
+
+def model_options(*, default: str | None = "convnet") -> argparse.ArgumentParser:
+    p = _parent()
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--arch",
+        "--model",
+        dest="arch",
+        default=default,
+        metavar="ARCH",
+        help="architecture: convnet, mlp, resnet, or your own as package.module:factory (default: "
+        + (f"{default})" if default else "the zoo's, or the checkpoint's metadata)")
+        + "; --model is the same flag",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an architecture argument, e.g. --set width=0.5 (repeatable; values parsed as JSON)",
+    )
+    return p
+
+
+def run_options() -> argparse.ArgumentParser:
+    p = _parent()
+    g = p.add_argument_group("machine")
+    g.add_argument(
+        "--device",
+        default="cpu",
+        help="where the nets run: cpu (default), cuda, cuda:N (a GPU), mps (Apple)",
+    )
+    g.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    return p
+
+
+def collect_options() -> argparse.ArgumentParser:
+    p = _parent()
+    g = p.add_argument_group("collection")
+    g.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated dotted layer names (default: the model's analysed layers; see "
+        "`convergent layers`)",
+    )
+    g.add_argument(
+        "--spatial",
+        default="positions",
+        choices=SPATIAL_MODES,
+        help="positions: every spatial position (token) is a sample, as in the paper (default); "
+        "mean: one averaged sample per input",
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=256, help="inputs per forward pass (default 256)"
+    )
+    g.add_argument(
+        "--precision",
+        default="float64",
+        choices=("float64", "float32"),
+        help="per-batch products: float64 (default, exact to double rounding) or float32 (about 2x "
+        "faster products; relative errors ~1e-7 in co-moments, ~1e-5 in correlations)",
+    )
+    g.add_argument(
+        "--exact", action="store_true", help="float64 products (the default; kept for old scripts)"
+    )
+    return p
