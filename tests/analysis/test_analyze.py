@@ -65,7 +65,9 @@ def test_analyze_writes_results_arrays_and_summary(run):
     assert conv1["pairs"]["seed1~seed2"]["mutual_information"] is None
     assert 0 < pair["one_to_one"]["bipartite"] <= pair["one_to_one"]["semi"] <= 1
     typed = results.layers["conv1"]
-    assert len(typed.pairs) == 3 and typed.pairs["seed0~seed1"].one_to_many.held_out_full is not None
+    assert (
+        len(typed.pairs) == 3 and typed.pairs["seed0~seed1"].one_to_many.held_out_full is not None
+    )
     assert typed.samples == 120 * 64 and typed.units["seed0"] == 8
     # one summary row per layer, in CSV too
     assert [r["layer"] for r in summary_rows(results)] == ["conv1", "conv3", "fc7"]

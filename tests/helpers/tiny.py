@@ -18,3 +18,7 @@ def tiny_zoo(out: Path, *, seeds=(0, 1), epochs: int = 1, subset: int = 100) -> 
         config=TrainConfig(epochs=epochs, batch_size=32),
         progress=False,
     )
+
+
+#: The tiny demo every pipeline test shares (tests/conftest.py: ``tiny_demo``).
+TINY_DEMO = {"nets": 2, "epochs": 2, "subset": 300, "model_kwargs": {"width": 0.25}}

@@ -13,7 +13,7 @@ from convergent.cli import main
 from convergent.pipeline import run_demo
 from convergent.report import build_report
 from convergent.results import load_results, summary_rows
-from tests.report.conftest import TINY
+from tests.helpers.tiny import TINY_DEMO as TINY
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 

@@ -24,11 +24,14 @@ PREPROCESSING = ("dataset", "none")
 
 
 def pixels(ds: Dataset, split: str) -> torch.Tensor:
-    """A split's images as pixels in [0, 1] (the dataset's normalisation undone), float32."""
+    """A split's images as pixels in [0, 1] (the dataset's normalisation undone), float32.
+
+    The normalised images are stored in float32, so the round trip is exact to about 1e-7; the
+    result is clipped to [0, 1] against that rounding."""
     images, _ = ds.split(split)
     mean = torch.tensor(ds.mean, dtype=torch.float64).view(1, -1, 1, 1)
     std = torch.tensor(ds.std, dtype=torch.float64).view(1, -1, 1, 1)
-    return (images.double() * std + mean).float()
+    return (images.double() * std + mean).clamp(0.0, 1.0).float()
 
 
 def describe_preprocessing(spec: str | None) -> str:

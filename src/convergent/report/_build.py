@@ -243,7 +243,14 @@ def similarity_section(results: Results, draw: Any) -> dict[str, Any]:
     """Whole-layer similarity: the table next to the bipartite match, figures, layer x layer CKA."""
     columns = {c.key: c for c in summary_columns(results)}
     rows = summary_rows(results, [columns[k] for k in ("layer", *SIMILARITY_KEYS)])
-    out: dict[str, Any] = {"text": TEXT["similarity"], "table": None, "notes": []}
+    out: dict[str, Any] = {
+        "text": TEXT["similarity"],
+        "table": None,
+        "notes": [],
+        "trends": None,
+        "heatmap": None,
+        "missing": None,
+    }
     if not any(r.get("cka") is not None for r in rows):
         out["missing"] = "No whole-layer similarity in these results."
         return out

@@ -145,13 +145,10 @@ class JointHistogram(Statistic):
         self.count = int(np.asarray(arrays["count"]).reshape(-1)[0])
 
     @classmethod
-    def from_state(cls, config: Any, arrays: Any, metadata: Any = None) -> JointHistogram:
-        out = cls(
+    def _empty(cls, config: Any, arrays: Any) -> JointHistogram:
+        return cls(
             arrays["edges_a"], arrays["edges_b"], int(config.get("max_bytes", DEFAULT_MAX_BYTES))
         )
-        out._set_state(arrays)
-        out.metadata = dict(metadata or {})
-        return out
 
     @classmethod
     def _from_file(cls, path: Any, arrays: dict, meta: dict) -> JointHistogram:
@@ -160,8 +157,10 @@ class JointHistogram(Statistic):
             k: (np.where(np.isposinf(v), 0.0, v) if k.startswith("edges") else v)
             for k, v in arrays.items()
         }
-        super()._from_file(path, checked, meta)  # validates shapes, dtypes, finiteness
-        return cls.from_state(meta["config"], arrays, meta.get("metadata", {}))
+        out = super()._from_file(path, checked, meta)  # validates shapes, dtypes, finiteness
+        out.edges_a = np.array(arrays["edges_a"], dtype=np.float64)
+        out.edges_b = np.array(arrays["edges_b"], dtype=np.float64)
+        return out
 
     def _onehot(self, x: np.ndarray | torch.Tensor, edges: np.ndarray) -> torch.Tensor:
         idx = torch.from_numpy(digitize(x, edges))

@@ -111,6 +111,12 @@ class Statistic:
     def _merge_custom(self, other: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} declares custom fields but no merge.")
 
+    @classmethod
+    def _empty(cls: type[S], config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> S:
+        """An empty statistic of ``config`` (before its state is set): ``cls(**config)`` unless
+        the constructor takes part of the state (e.g. bin edges)."""
+        return cls(**dict(config))
+
     # ------------------------------------------------------------------------------------------
     # generic behaviour
 
@@ -130,7 +136,7 @@ class Statistic:
         metadata: Mapping[str, Any] | None = None,
     ) -> S:
         """A statistic of ``config`` holding ``arrays`` (copied, cast to the declared dtypes)."""
-        out = cls(**dict(config))
+        out = cls._empty(config, arrays)
         out._set_state(arrays)
         out.metadata = dict(metadata or {})
         return out
@@ -224,8 +230,8 @@ class Statistic:
                 f"{path} lacks {missing[0]!r} and cannot be read as {cls.__name__}."
             )
         try:
-            empty = cls(**config)
-        except (TypeError, ValueError) as exc:
+            empty = cls._empty(config, arrays)
+        except (TypeError, ValueError, KeyError) as exc:
             raise CorruptFileError(
                 f"{path} has an unusable {cls.__name__} config ({exc})."
             ) from exc

@@ -105,8 +105,9 @@ def test_two_process_collect_equals_single_process(tmp_path):
         assert dist.scores[net].count == score.count == 450
         assert dist.scores[net].accuracy == score.accuracy
         assert dist.scores[net].loss == pytest.approx(score.loss, rel=1e-12)
-    fit_a, fit_b = Statistics.load(tmp_path / "single" / "fit"), Statistics.load(
-        tmp_path / "dist" / "fit"
+    fit_a, fit_b = (
+        Statistics.load(tmp_path / "single" / "fit"),
+        Statistics.load(tmp_path / "dist" / "fit"),
     )
     assert fit_a.info["split"] == fit_b.info["split"] == "train" and fit_b.num_inputs == 200
     for layer in ["conv1", "conv4", "fc7"]:

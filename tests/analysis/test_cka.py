@@ -17,7 +17,7 @@ from convergent.similarity import (
     unbiased_hsic_matrix,
 )
 from convergent.stats import Moments
-from tests.similarity import refs
+from tests.helpers import refs
 
 
 @pytest.mark.parametrize("shape", [(60, 6, 5), (25, 3, 9), (12, 30, 20)])

@@ -8,7 +8,7 @@ import pytest
 from convergent.analysis._cca import cca_from_blocks
 from convergent.analysis._joint import pair_blocks
 from convergent.similarity import cca, cca_held_out, joint_moments, pwcca, svcca
-from tests.similarity import refs
+from tests.helpers import refs
 
 
 @pytest.mark.parametrize("shape", [(300, 6, 5), (200, 3, 8), (150, 10, 10)])

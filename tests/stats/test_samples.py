@@ -8,7 +8,7 @@ import pytest
 
 from convergent.similarity import SampleBuffer, mutual_knn, rsa
 from convergent.stats._buffer import priority
-from tests.similarity import refs
+from tests.helpers import refs
 
 
 def _feeds(n=300, d=5, seed=0):

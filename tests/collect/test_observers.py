@@ -23,7 +23,7 @@ from convergent.similarity import (
     rsa,
 )
 from convergent.stats._minibatch import unbiased_hsic_matrix
-from tests.similarity import refs
+from tests.helpers import refs
 
 LAYERS = ["conv1", "conv3", "fc7"]
 BATCH = 8
@@ -192,9 +192,11 @@ def test_errors(monkeypatch):
     from convergent.collect import _loop as collect_module
 
     monkeypatch.setattr(collect_module, "_world", lambda: (0, 2))
-    # kernel sums are merged across ranks like every statistic (tests/record/test_torchrun.py);
+    # kernel sums are merged across ranks like every statistic (tests/collect/test_torchrun.py);
     # a world without a process group cannot merge anything and says so
-    with pytest.raises(ConvergentError, match="needs an initialised torch.distributed process group"):
+    with pytest.raises(
+        ConvergentError, match="needs an initialised torch.distributed process group"
+    ):
         collect(models, x, LAYERS, kernel_sums=True, progress=False)
     monkeypatch.undo()
     pooled, flat, shuffled = PooledLayerMoments(), FlatMinibatchCKA(), ShuffledLayerPairs("fc7")

@@ -27,7 +27,7 @@ from convergent.similarity import (
     shuffled_null,
 )
 from convergent.stats import Moments
-from tests.similarity import refs
+from tests.helpers import refs
 
 
 def _three(n=400, seed=0):

@@ -10,7 +10,7 @@ import pytest
 
 from convergent.analysis import bipartite_matching
 from convergent.similarity import basis_alignment, joint_moments, shape_distance, shape_held_out
-from tests.similarity import refs
+from tests.helpers import refs
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
