@@ -117,12 +117,11 @@ def _import_user_module(module_name: str, arch: str) -> types.ModuleType:
             error = exc
     relative = module_name.replace(".", os.sep)
     searched = [os.path.abspath(entry or os.curdir) for entry in sys.path]
-    if cwd not in searched:
-        searched.insert(0, cwd)
+    others = ", ".join(dict.fromkeys(p for p in searched if p != cwd)) or "none"
     raise ConvergentError(
         f"Could not import module {module_name!r} for architecture {arch!r} ({error}). Python "
         f"looked for {relative}.py (or a package {relative}{os.sep}) in the working directory "
-        f"{cwd} and in every directory on its path: {', '.join(dict.fromkeys(searched))}. Run "
+        f"{cwd} and in the other directories on its path: {others}. Run "
         f"convergent from the directory that holds {relative}.py, add that directory to "
         "PYTHONPATH (PYTHONPATH=/path/to/dir convergent ...), or install your package "
         "(pip install -e /path/to/project)."

@@ -5,7 +5,8 @@ chosen from that record.
 This is the one place in :mod:`convergent.models` that registers hooks (collection's hooks live in
 :mod:`convergent.collect`, a later stage that models may not import): all of them are registered
 together and removed in ``finally``; every module's train/eval flag and the global random state are
-restored, so tracing a model changes nothing about it.
+restored, so tracing a model changes nothing about it (except that lazy modules, such as
+``nn.LazyLinear``, are materialised, as by any forward pass).
 """
 
 from __future__ import annotations
