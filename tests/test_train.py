@@ -351,6 +351,8 @@ def test_console_script_end_to_end(tmp_path):
 def test_unusable_device_is_refused_before_anything_is_written(tmp_path, digits):
     with pytest.raises(ValueError, match="Unknown device 'gpu' \\(for an NVIDIA GPU, use cuda\\)"):
         _train(tmp_path / "zoo", digits, device="gpu")
+    with pytest.raises(TypeError, match="'width' parameter of ConvNet .*Got 'abc' instead"):
+        _train(tmp_path / "zoo", digits, model_kwargs={"width": "abc"})
     assert not (tmp_path / "zoo").exists()
 
 
