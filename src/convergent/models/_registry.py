@@ -3,16 +3,8 @@
 
 from __future__ import annotations
 
-import collections.abc
-import importlib
-import importlib.util
 import inspect
 import json
-import math
-import os
-import sys
-import types
-import typing
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,7 +13,9 @@ import torch
 from torch import nn
 
 from convergent._errors import ConvergentError
+from convergent.models._arguments import check_value, expected, parameters
 from convergent.models._convnet import ConvNet
+from convergent.models._imports import import_user_module
 from convergent.models._mlp import MLP
 from convergent.models._resnet import ResNet
 from convergent.models._trace import WEIGHTED, choose_default_layers, trace
@@ -56,78 +50,6 @@ def register_architecture(name: str, factory: Callable[..., nn.Module]) -> None:
     _REGISTRY[name] = factory
 
 
-# ----------------------------------------------------------------------------------------------
-# user factories: importing ``package.module``
-
-
-def _is_missing(exc: ModuleNotFoundError, module_name: str) -> bool:
-    """Whether ``exc`` says that ``module_name`` itself (or a package above it) is not found, rather
-    than that the module was found and one of its own imports failed."""
-    missing = exc.name or ""
-    return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
-
-
-def _on_path(directory: str) -> bool:
-    real = os.path.realpath(directory)
-    return any(os.path.realpath(entry or os.curdir) == real for entry in sys.path)
-
-
-def _import_failed(module_name: str, arch: str, exc: BaseException) -> ConvergentError:
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except Exception:  # noqa: BLE001 - a parent package that fails to import
-        spec = None
-    where = spec.origin if spec is not None and spec.origin else f"module {module_name!r}"
-    return ConvergentError(
-        f"Module {module_name!r} of architecture {arch!r} was found but importing it failed "
-        f"({type(exc).__name__}: {exc}). Fix the error in {where} (or install what it imports)."
-    )
-
-
-def _import_user_module(module_name: str, arch: str) -> types.ModuleType:
-    """Import ``module_name`` as ``python -m`` would find it: from ``sys.path`` and, failing that,
-    from the working directory.
-
-    The working directory is appended to ``sys.path`` (after every installed package, so it can
-    shadow nothing) only when the module is found nowhere else, and it stays there when that import
-    succeeds: the module may import its neighbours lazily, and worker processes started with
-    ``spawn`` copy ``sys.path`` to import it again, as they would under ``python -m``. A failed
-    attempt leaves ``sys.path`` as it was.
-    """
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if not _is_missing(exc, module_name):
-            raise _import_failed(module_name, arch, exc) from exc
-        error: ModuleNotFoundError = exc
-    except Exception as exc:  # noqa: BLE001 - a user module may raise anything on import
-        raise _import_failed(module_name, arch, exc) from exc
-    cwd = os.getcwd()
-    if not _on_path(cwd):
-        sys.path.append(cwd)
-        importlib.invalidate_caches()
-        try:
-            return importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001 - a user module may raise anything on import
-            if not isinstance(exc, ModuleNotFoundError) or not _is_missing(exc, module_name):
-                failure = _import_failed(module_name, arch, exc)
-                sys.path.remove(cwd)
-                raise failure from exc
-            sys.path.remove(cwd)
-            error = exc
-    relative = module_name.replace(".", os.sep)
-    searched = [os.path.abspath(entry or os.curdir) for entry in sys.path]
-    others = ", ".join(dict.fromkeys(p for p in searched if p != cwd)) or "none"
-    raise ConvergentError(
-        f"Could not import module {module_name!r} for architecture {arch!r} ({error}). Python "
-        f"looked for {relative}.py (or a package {relative}{os.sep}) in the working directory "
-        f"{cwd} and in the other directories on its path: {others}. Run "
-        f"convergent from the directory that holds {relative}.py, add that directory to "
-        "PYTHONPATH (PYTHONPATH=/path/to/dir convergent ...), or install your package "
-        "(pip install -e /path/to/project)."
-    ) from error
-
-
 def resolve_factory(arch: str) -> Callable[..., nn.Module]:
     """The callable behind an architecture name: a built-in name or ``package.module:factory``.
 
@@ -145,7 +67,7 @@ def resolve_factory(arch: str) -> Callable[..., nn.Module]:
             f"{', '.join(available_architectures())}; or name your own as 'package.module:factory'."
         )
     module_name, _, attr = arch.partition(":")
-    module = _import_user_module(module_name, arch)
+    module = import_user_module(module_name, arch)
     factory: Any = module
     for part in attr.split("."):
         if not hasattr(factory, part):
@@ -160,118 +82,6 @@ def resolve_factory(arch: str) -> Callable[..., nn.Module]:
 
 # ----------------------------------------------------------------------------------------------
 # architecture arguments, checked against the factory's signature
-
-_KIND_TEXT = {
-    "integer": "an integer",
-    "number": "a number",
-    "bool": "true or false",
-    "str": "a string",
-    "list": "a list",
-    "none": "null (None)",
-}
-
-
-def _parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
-    """The factory's parameters with evaluated annotations where possible (None: no signature)."""
-    try:
-        return dict(inspect.signature(factory, eval_str=True).parameters)
-    except Exception:  # noqa: BLE001 - an annotation that cannot be evaluated: use the raw ones
-        pass
-    try:
-        return dict(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):  # builtins without a signature
-        return None
-
-
-def _kinds_of_annotation(annotation: Any) -> set[str] | None:
-    """Kinds of value an annotation admits, or None where convergent cannot tell."""
-    if annotation is None or annotation is type(None):
-        return {"none"}
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_kinds_of_annotation(arg) for arg in typing.get_args(annotation)]
-        return None if any(p is None for p in parts) else set().union(*parts)  # type: ignore[arg-type]
-    if annotation is bool:
-        return {"bool"}
-    if annotation is int:
-        return {"integer"}
-    if annotation is float:
-        return {"number"}
-    if annotation is str:
-        return {"str"}
-    if annotation in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
-        return {"list"}
-    return None
-
-
-def _expected(param: inspect.Parameter) -> tuple[set[str] | None, tuple[Any, ...] | None]:
-    """(kinds, literal choices) a parameter admits, from its annotation, else from its default."""
-    annotation = param.annotation
-    if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
-        if typing.get_origin(annotation) is typing.Literal:
-            return None, typing.get_args(annotation)
-        return _kinds_of_annotation(annotation), None
-    default = param.default
-    if default is inspect.Parameter.empty or default is None:
-        return None, None
-    if isinstance(default, bool):
-        return {"bool"}, None
-    if isinstance(default, (int, float)):
-        return {"number"}, None
-    if isinstance(default, str):
-        return {"str"}, None
-    if isinstance(default, (list, tuple)):
-        return {"list"}, None
-    return None, None
-
-
-def _kind_of_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    return "other"
-
-
-def _owner(factory: Callable[..., Any]) -> str:
-    return getattr(factory, "__qualname__", None) or getattr(factory, "__name__", repr(factory))
-
-
-def _check_value(
-    arch: str, factory: Callable[..., Any], param: inspect.Parameter, value: Any
-) -> None:
-    kinds, choices = _expected(param)
-    default = (
-        "" if param.default is inspect.Parameter.empty else f" (its default is {param.default!r})"
-    )
-    head = f"The {param.name!r} parameter of {_owner(factory)} (architecture {arch!r}) must be"
-    if choices is not None:
-        if value not in choices:
-            raise ValueError(
-                f"{head} one of {', '.join(map(repr, choices))}{default}. Got {value!r} instead."
-            )
-        return
-    if kinds is None:
-        return
-    kind = _kind_of_value(value)
-    if kind == "number" and "integer" in kinds and "number" not in kinds:
-        # a float for an int parameter is a number of the wrong value, as MLP(width=2.5)
-        whole = math.isfinite(value) and value == int(value)
-        hint = f" (write {int(value)})" if whole else ""
-        raise ValueError(f"{head} an integer{default}. Got {value!r} instead{hint}.")
-    if not (kind in kinds or (kind == "integer" and "number" in kinds)):
-        expected = " or ".join(_KIND_TEXT[k] for k in sorted(kinds, key=list(_KIND_TEXT).index))
-        raise TypeError(f"{head} {expected}{default}. Got {value!r} instead.")
-    if kind == "number" and not math.isfinite(value):
-        raise ValueError(f"{head} a finite number{default}. Got {value!r} instead.")
 
 
 def validate_model_kwargs(arch: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,7 +99,7 @@ def validate_model_kwargs(arch: str, kwargs: Mapping[str, Any]) -> dict[str, Any
         ``kwargs`` as a new dict.
     """
     factory = resolve_factory(arch)
-    params = _parameters(factory)
+    params = parameters(factory)
     kwargs = dict(kwargs)
     if params is None:
         return kwargs
@@ -305,7 +115,7 @@ def validate_model_kwargs(arch: str, kwargs: Mapping[str, Any]) -> dict[str, Any
         )
     for key, value in kwargs.items():
         if key in params:
-            _check_value(arch, factory, params[key], value)
+            check_value(arch, factory, params[key], value)
     return kwargs
 
 
@@ -317,7 +127,7 @@ def parse_model_kwargs(pairs: Sequence[str] | None, arch: str | None = None) -> 
     ``'1e-3'``). The values are then checked with :func:`validate_model_kwargs` when ``arch`` is
     given.
     """
-    params = _parameters(resolve_factory(arch)) if arch is not None else None
+    params = parameters(resolve_factory(arch)) if arch is not None else None
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
@@ -332,7 +142,7 @@ def parse_model_kwargs(pairs: Sequence[str] | None, arch: str | None = None) -> 
                 "after an earlier value."
             )
         param = (params or {}).get(key)
-        if param is not None and _expected(param)[0] == {"str"}:
+        if param is not None and expected(param)[0] == {"str"}:
             out[key] = text
             continue
         try:
@@ -370,7 +180,7 @@ def build_model(
     factory = resolve_factory(arch)
     validate_model_kwargs(arch, kwargs)
     data_args = {"in_channels": in_channels, "input_size": input_size, "num_classes": num_classes}
-    params = _parameters(factory)
+    params = parameters(factory)
     accepts_any = params is None or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
     )
