@@ -346,3 +346,38 @@ def test_console_script_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "seed0" in result.stdout
     assert load_zoo(tmp_path / "zoo").names == ["seed0"]
+
+
+def test_unusable_device_is_refused_before_anything_is_written(tmp_path, digits):
+    with pytest.raises(ValueError, match="Unknown device 'gpu' \\(for an NVIDIA GPU, use cuda\\)"):
+        _train(tmp_path / "zoo", digits, device="gpu")
+    with pytest.raises(TypeError, match="'width' parameter of ConvNet .*Got 'abc' instead"):
+        _train(tmp_path / "zoo", digits, model_kwargs={"width": "abc"})
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_console_script_finds_a_user_model_in_the_working_directory(tmp_path):
+    """`convergent layers --arch mymodels:make` from the directory holding mymodels.py, without
+    PYTHONPATH pointing there (the installed script does not put the working directory on the
+    path; convergent does, as `python -m` would)."""
+    exe = Path(sys.executable).with_name("convergent")
+    if not exe.exists():
+        pytest.skip("the console script is not installed in this environment")
+    (tmp_path / "mymodels.py").write_text(
+        "from torch import nn\n\n"
+        "def make(in_channels=1, input_size=8, num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(), nn.Flatten(),\n"
+        "                         nn.LazyLinear(num_classes))\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "CONVERGENT_NO_PROGRESS": "1"}
+    result = subprocess.run(
+        [str(exe), "layers", "--arch", "mymodels:make", "--input-shape", "1,8,8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ReLU" in result.stdout and "No module named" not in result.stderr

@@ -101,8 +101,8 @@ def test_user_model_by_module_factory_name():
         "tests.helpers.user_models:tiny", in_channels=1, input_size=8, num_classes=10, hidden=5
     )
     assert model[0].out_channels == 5
-    # no declared analysis layers: every conv/linear layer
-    assert default_layers(model) == ["0", "3"]
+    # no declared analysis layers: the ReLU's output (not the conv's pre-activation) and the logits
+    assert default_layers(model) == ["1", "3"]
     # a factory that takes no data arguments gets none
     model = build_model(
         "tests.helpers.user_models:fixed_shape", in_channels=1, input_size=8, num_classes=10

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train several nets that differ only in their seed",
+        description="Train one net per seed. Re-running the same command completes the zoo: "
+        "finished nets are kept untouched, an interrupted net resumes, new seeds are added, and "
+        "nets whose checkpoints are missing or damaged are retrained.",
         parents=[data_options(), model_options(), run_options()],
     )
     p.add_argument(
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="FILE",
         help="instead of a zoo: one weights file per net (safetensors, or a .pt state dict read "
-        "with weights_only=True), with --arch (repeatable)",
+        "with weights_only=True), with --arch (repeatable; default: none, use ZOO)",
     )
     p.add_argument(
         "--split",
@@ -194,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--held-out",
         default=None,
         metavar="DIR",
-        help="instead: statistics to score one-to-many prediction on, fitted on STATS",
+        help="instead: statistics to score one-to-many prediction on, fitted on STATS (default: "
+        "none)",
     )
     p.add_argument("--layers", default=None, help="comma-separated layers (default: all collected)")
     p.add_argument(

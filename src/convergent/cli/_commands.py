@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
+from convergent._device import resolve_device
 from convergent.analysis import AnalysisSettings
 from convergent.cli._common import layer_list, model_kwargs, threads
 from convergent.collect import collect_run, stats_summary
 from convergent.data import load_dataset
-from convergent.models import build_model, describe_layers
+from convergent.models import build_model, describe_layers, example_input
 from convergent.pipeline import run_demo
 from convergent.report import build_report, format_table, terminal_summary
 from convergent.results import analyze_run
@@ -23,6 +25,8 @@ def _formats(text: str) -> tuple[str, ...]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     threads(args)
+    device = str(resolve_device(args.device))
+    kwargs = model_kwargs(args.set, args.arch)
     dataset = load_dataset(args.dataset, args.data_dir, subset=args.subset)
     config = default_config(
         dataset.name,
@@ -38,10 +42,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset=dataset,
         seeds=args.seeds,
         config=config,
-        model_kwargs=model_kwargs(args.set),
+        model_kwargs=kwargs,
         vary=[v.strip() for v in args.vary.split(",") if v.strip()],
         base_seed=args.base_seed,
-        device=args.device,
+        device=device,
+        log=lambda line: print(f"convergent train: {line}", file=sys.stderr),
     )
     print(format_table(zoo_summary(zoo)))
     print(f"zoo: {zoo.path}")
@@ -65,20 +70,41 @@ def cmd_layers(args: argparse.Namespace) -> int:
         in_channels=c,
         input_size=(h, w),
         num_classes=num_classes,
-        **model_kwargs(args.set),
+        **model_kwargs(args.set, args.arch),
     )
-    rows = describe_layers(model)
+    rows = describe_layers(model, example_input(model, (c, h, w)))
     if not args.all:
         rows = [r for r in rows if r["default"]]
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        print(format_table(rows, ["name", "type", "parameters", "default"]))
+        return 0
+    table = [
+        {
+            "name": r["name"],
+            "type": r["type"],
+            "output": "x".join(map(str, r["output_shape"] or [])) or "-",
+            "units": r["units"],
+            "samples/input": r["samples_per_input"],
+            "parameters": r["parameters"],
+            "default": r["default"],
+            **({"calls": r["calls"]} if args.all else {}),
+        }
+        for r in rows
+    ]
+    print(format_table(table))
+    for r in rows:
+        if (r["calls"] or 0) > 1:
+            print(
+                f"note: {r['name']} ({r['type']}) runs {r['calls']} times in one forward pass (one "
+                "module reused in forward), so it cannot be analysed as one layer; convergent "
+                "uses the layers that feed it."
+            )
     return 0
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     threads(args)
+    device = str(resolve_device(args.device))
     fit_split = args.fit_split
     if fit_split == "auto":
         fit_split = "train" if args.split == "test" else None
@@ -90,7 +116,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         zoo=args.zoo,
         arch=args.arch if args.zoo is None else None,
         checkpoints=args.checkpoint or (),
-        model_kwargs=model_kwargs(args.set),
+        model_kwargs=model_kwargs(args.set, args.arch),
         dataset=args.dataset,
         data_dir=args.data_dir,
         split=args.split,
@@ -99,7 +125,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         topk=args.topk or None,
         exact=exact,
-        device=args.device,
+        device=device,
         max_inputs=args.max_inputs,
         kernel_sums=not args.no_kernel_sums,
         pooled=not args.no_pooled,
@@ -159,19 +185,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     threads(args)
+    device = str(resolve_device(args.device))
     done = run_demo(
         args.out,
         dataset=args.dataset,
         data_dir=args.data_dir,
         nets=args.nets,
         arch=args.arch,
-        model_kwargs=model_kwargs(args.set) or None,
+        model_kwargs=model_kwargs(args.set, args.arch) or None,
         epochs=args.epochs,
         subset=args.subset,
         mi=not args.no_mi,
         interpolate=args.interpolate,
         formats=_formats(args.formats),
-        device=args.device,
+        device=device,
     )
     print()
     print(terminal_summary(done["results"]))

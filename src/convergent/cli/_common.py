@@ -4,33 +4,19 @@ documented the same way everywhere) and the parsing of their values."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from convergent._device import DEVICE_HELP
 from convergent.collect import SPATIAL_MODES
 from convergent.data import available_datasets
+from convergent.models import parse_model_kwargs
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: JSON when it parses (numbers, true/false, lists), else the text."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def model_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """``--set width=0.5 --set depth=4`` -> ``{"width": 0.5, "depth": 4}`` (values parsed as JSON)."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(
-                f"--set expects KEY=VALUE (e.g. --set width=0.5). Got {pair!r} instead."
-            )
-        out[key.strip()] = parse_value(value.strip())
-    return out
+def model_kwargs(pairs: Sequence[str] | None, arch: str | None = None) -> dict[str, Any]:
+    """``--set width=0.5 --set depth=4`` -> ``{"width": 0.5, "depth": 4}``: values read as JSON,
+    else as text, checked against the architecture's signature when it is known."""
+    return parse_model_kwargs(pairs, arch)
 
 
 def layer_list(text: str | None) -> list[str] | None:
@@ -77,7 +63,8 @@ def model_options(*, default: str | None = "convnet") -> argparse.ArgumentParser
         dest="arch",
         default=default,
         metavar="ARCH",
-        help="architecture: convnet, mlp, resnet, or your own as package.module:factory (default: "
+        help="architecture: convnet, mlp, resnet, vit, or your own as module:factory (module.py in "
+        "the working directory or on PYTHONPATH) (default: "
         + (f"{default})" if default else "the zoo's, or the checkpoint's metadata)")
         + "; --model is the same flag",
     )
@@ -85,7 +72,9 @@ def model_options(*, default: str | None = "convnet") -> argparse.ArgumentParser
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="an architecture argument, e.g. --set width=0.5 (repeatable; values parsed as JSON)",
+        help="an argument of the architecture, e.g. --set width=0.5; repeatable; values are read "
+        "as JSON (numbers, true/false, null, [lists]), else as text (default: the architecture's "
+        "defaults)",
     )
     return p
 
@@ -93,11 +82,7 @@ def model_options(*, default: str | None = "convnet") -> argparse.ArgumentParser
 def run_options() -> argparse.ArgumentParser:
     p = _parent()
     g = p.add_argument_group("machine")
-    g.add_argument(
-        "--device",
-        default="cpu",
-        help="where the nets run: cpu (default), cuda, cuda:N (a GPU), mps (Apple)",
-    )
+    g.add_argument("--device", default="cpu", help=DEVICE_HELP)
     g.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )

@@ -29,7 +29,7 @@ from convergent._errors import ConvergentError
 from convergent._progress import bar
 from convergent.collect._hooks import capture, resolve_layers
 from convergent.collect._samples import is_channels_first, to_samples
-from convergent.models import default_layers
+from convergent.models import default_layers, describe_layers
 from convergent.stats import (
     KernelMoments,
     LayerStatistics,
@@ -203,6 +203,22 @@ class LayerAccumulator:
         }
 
 
+def _channels_first(model: nn.Module, layers: Sequence[str], example: Any) -> dict[str, bool]:
+    """Whether each layer's 3-D output is (B, C, L) rather than (B, T, C): from a forward trace
+    (an activation after a Conv1d is channels-first too), else from the module's type."""
+    modules = dict(model.named_modules())
+    try:
+        layout = {r["name"]: r["layout"] for r in describe_layers(model, example)}
+    except Exception:  # noqa: BLE001 - a model the tracer cannot run: use the module types
+        layout = {}
+    return {
+        layer: layout[layer] == "channels_first"
+        if layout.get(layer) is not None
+        else is_channels_first(modules[layer])
+        for layer in layers
+    }
+
+
 def _as_inputs(data: Any) -> tuple[Any, Any]:
     """(inputs, labels or None) from a tensor of inputs, an (inputs, labels) pair, or a torch
     Dataset of (x[, y])."""
@@ -319,10 +335,12 @@ def collect(
         raise ValueError("The 'data' parameter of collect holds no inputs.")
     names = list(models)
     first = models[names[0]]
-    layers = list(layers) if layers else default_layers(first)
+    for model in models.values():
+        model.to(device)
+    example = _batch(inputs, 0, min(2, n_total)).to(device)
+    layers = list(layers) if layers else default_layers(first, example)
     for name, model in models.items():
         resolve_layers(model, layers, name)
-        model.to(device)
 
     rank, world = _world()
     use_dist = world > 1 if distributed is None else bool(distributed)
@@ -343,9 +361,7 @@ def collect(
     accumulator = LayerAccumulator(topk=topk, exact=exact, kernel_sums=kernel_sums)
     everyone = [accumulator, *extra]
     lo, hi = rank * n_total // world, (rank + 1) * n_total // world
-    channels_first = {
-        layer: is_channels_first(dict(first.named_modules())[layer]) for layer in layers
-    }
+    channels_first = _channels_first(first, layers, example)
 
     def view_of(store: Any, start: int, stop: int, logits: Any) -> BatchView:
         return BatchView(

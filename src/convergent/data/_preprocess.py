@@ -63,7 +63,7 @@ def preprocessed(ds: Dataset, split: str, spec: str | None = None) -> torch.Tens
             f"The 'preprocessing' parameter must be one of {PREPROCESSING} or "
             f"'package.module:function'. Got {spec!r} instead."
         )
-    function = import_object(spec, what="preprocessing")
+    function = import_object(spec, kind="preprocessing")
     if not callable(function):
         raise TypeError(
             f"The preprocessing {spec!r} names a {type(function).__name__}, not a function."

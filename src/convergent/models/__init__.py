@@ -8,9 +8,12 @@ from convergent.models._registry import (
     check_kwargs,
     default_layers,
     describe_layers,
+    example_input,
     layer_names,
+    parse_model_kwargs,
     register_architecture,
     resolve_factory,
+    validate_model_kwargs,
 )
 from convergent.models._resnet import ResNet
 
@@ -23,7 +26,10 @@ __all__ = [
     "check_kwargs",
     "default_layers",
     "describe_layers",
+    "example_input",
     "layer_names",
+    "parse_model_kwargs",
     "register_architecture",
     "resolve_factory",
+    "validate_model_kwargs",
 ]

@@ -14,6 +14,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from convergent.models._check import check_count, check_number, check_size
+
 #: Channels of conv1..conv5 and units of fc6/fc7 at ``width=1`` (AlexNet's 96-256-384-384-256 / 4096,
 #: scaled down by about 3 and 16 so that four nets train in seconds on two CPU cores).
 BASE_CHANNELS = (32, 64, 96, 96, 64)
@@ -54,6 +56,11 @@ class ConvNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        check_count("ConvNet", "in_channels", in_channels)
+        check_count("ConvNet", "num_classes", num_classes)
+        h, w = check_size("ConvNet", input_size)
+        check_number("ConvNet", "width", width)
+        check_number("ConvNet", "dropout", dropout)
         if width <= 0:
             raise ValueError(
                 f"The 'width' parameter of ConvNet must be > 0. Got {width!r} instead."
@@ -62,10 +69,9 @@ class ConvNet(nn.Module):
             raise ValueError(
                 f"The 'dropout' parameter of ConvNet must be in [0, 1). Got {dropout!r} instead."
             )
-        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         channels = [_scaled(c, width) for c in BASE_CHANNELS]
         fc = _scaled(BASE_FC, width)
-        prev = in_channels
+        prev = int(in_channels)
         for i, ch in enumerate(channels, start=1):
             kernel = 5 if i == 1 else 3
             block = nn.Sequential(
@@ -87,7 +93,7 @@ class ConvNet(nn.Module):
         self.fc7 = nn.Sequential(
             OrderedDict(drop=nn.Dropout(dropout), linear=nn.Linear(fc, fc), relu=nn.ReLU())
         )
-        self.fc8 = nn.Linear(fc, num_classes)
+        self.fc8 = nn.Linear(fc, int(num_classes))
         self.analysis_layers = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
         self.reset_parameters()
 

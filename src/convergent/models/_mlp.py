@@ -7,6 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from convergent.models._check import check_count, check_size
+
 
 class MLP(nn.Module):
     """``depth`` fully connected layers: ``fc1``..``fc{depth-1}`` are Linear + ReLU blocks (their output
@@ -33,24 +35,24 @@ class MLP(nn.Module):
         depth: int = 3,
     ) -> None:
         super().__init__()
-        if int(depth) != depth or depth < 1:
-            raise ValueError(
-                f"The 'depth' parameter of MLP must be an integer >= 1. Got {depth!r} instead."
-            )
-        if int(width) != width or width < 1:
-            raise ValueError(
-                f"The 'width' parameter of MLP must be an integer >= 1. Got {width!r} instead."
-            )
-        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("width", width),
+            ("depth", depth),
+        ):
+            check_count("MLP", name, value)
+        h, w = check_size("MLP", input_size)
+        width, depth = int(width), int(depth)
         self.flatten = nn.Flatten()
-        prev = in_channels * h * w
+        prev = int(in_channels) * h * w
         for i in range(1, depth):
             self.add_module(
                 f"fc{i}",
-                nn.Sequential(OrderedDict(linear=nn.Linear(prev, int(width)), relu=nn.ReLU())),
+                nn.Sequential(OrderedDict(linear=nn.Linear(prev, width), relu=nn.ReLU())),
             )
-            prev = int(width)
-        self.add_module(f"fc{depth}", nn.Linear(prev, num_classes))
+            prev = width
+        self.add_module(f"fc{depth}", nn.Linear(prev, int(num_classes)))
         self.analysis_layers = tuple(f"fc{i}" for i in range(1, depth + 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from convergent.models._check import check_count, check_number, check_size
+
 BASE_CHANNELS = (16, 32, 64)
 
 
@@ -61,17 +63,17 @@ class ResNet(nn.Module):
         blocks: int = 1,
     ) -> None:
         super().__init__()
+        check_count("ResNet", "in_channels", in_channels)
+        check_count("ResNet", "num_classes", num_classes)
+        h = min(check_size("ResNet", input_size))
+        check_number("ResNet", "width", width)
         if width <= 0:
             raise ValueError(f"The 'width' parameter of ResNet must be > 0. Got {width!r} instead.")
-        if int(blocks) != blocks or blocks < 1:
-            raise ValueError(
-                f"The 'blocks' parameter of ResNet must be an integer >= 1. Got {blocks!r} instead."
-            )
-        h = input_size if isinstance(input_size, int) else min(input_size)
+        check_count("ResNet", "blocks", blocks)
         channels = [max(1, int(round(c * width))) for c in BASE_CHANNELS]
         self.stem = nn.Sequential(
             OrderedDict(
-                conv=nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False),
+                conv=nn.Conv2d(int(in_channels), channels[0], 3, padding=1, bias=False),
                 bn=nn.BatchNorm2d(channels[0]),
                 relu=nn.ReLU(),
             )
@@ -90,7 +92,7 @@ class ResNet(nn.Module):
             self.add_module(f"layer{stage}", nn.Sequential(*layers))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(prev, num_classes)
+        self.fc = nn.Linear(prev, int(num_classes))
         self.analysis_layers = (*names, "fc")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,20 +23,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from convergent._device import resolve_device
 from convergent._errors import ConvergentError, CorruptFileError
-from convergent._io import atomic_write_bytes, read_json, sha256_file, write_json
+from convergent._io import atomic_write_bytes, read_json
 from convergent._progress import bar
 from convergent._version import __version__
-from convergent.models import build_model, check_kwargs
+from convergent.models import build_model, check_kwargs, validate_model_kwargs
+from convergent.train._repair import problem, settle
 from convergent.zoo import (
     MANIFEST,
     ZOO_FORMAT,
     NetRecord,
     Zoo,
     evaluate,
+    inspect_checkpoint,
     load_zoo,
     save_checkpoint,
-    verify_checkpoint,
+    write_zoo_manifest,
 )
 
 VARIABLE_FACTORS = ("init", "order")
@@ -337,13 +341,24 @@ def train_zoo(
     device: str | torch.device = "cpu",
     progress: bool | None = None,
     callback: Callable[[str, int, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Zoo:
     """Train one net per seed and write the zoo directory ``out``; returns the loaded :class:`Zoo`.
+
+    Re-running the same call completes a zoo: finished nets whose checkpoints match the manifest
+    are left untouched (same bytes, same modification time), an unfinished net resumes, new seeds
+    are added, and a net whose checkpoint is missing, damaged or disagrees with its manifest
+    record is retrained. Training is deterministic, so the retrained net shows which side was
+    right: a damaged or missing file is restored (the retrained file has the recorded SHA-256); a
+    whole file that the retrained net reproduces means the manifest record was wrong, and the
+    record is corrected; a whole file is never deleted (if the retrained net is the recorded one,
+    the file is renamed aside). Each repair is reported through ``log`` and appended to the
+    manifest's ``repairs`` list, old record included.
 
     Parameters
     ----------
     out : path
-        Zoo directory. Finished nets already in it are skipped; an unfinished one resumes.
+        Zoo directory.
     arch : str
         Built-in architecture name or ``package.module:factory``.
     dataset : convergent.data.Dataset
@@ -355,8 +370,14 @@ def train_zoo(
     vary : sequence of {'init', 'order'}
         What the seed changes: the initial weights (default), the data order, or both. What is not
         varied uses ``base_seed``.
+    device : str or torch.device
+        Checked with :func:`convergent._device.resolve_device` before anything is trained.
+    log : callable, optional
+        Called with one line per repaired net (default: :func:`warnings.warn`).
     """
     out = Path(out)
+    device = resolve_device(device)
+    say = log or (lambda message: warnings.warn(message, UserWarning, stacklevel=3))
     vary = tuple(dict.fromkeys(vary))
     bad = [v for v in vary if v not in VARIABLE_FACTORS]
     if bad or not vary:
@@ -369,7 +390,7 @@ def train_zoo(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"The 'seeds' parameter has duplicates: {seeds}.")
     config = config or default_config(dataset.name)
-    kwargs = check_kwargs(model_kwargs or {})
+    kwargs = check_kwargs(validate_model_kwargs(arch, model_kwargs or {}))
     settings = _settings(arch, kwargs, dataset, config, vary, base_seed)
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
@@ -395,13 +416,16 @@ def train_zoo(
             "nets": [],
         }
     out.mkdir(parents=True, exist_ok=True)
-    done = {rec["name"] for rec in manifest["nets"]}
     for seed in seeds:
         name = f"seed{seed}"
-        if name in done:
-            rec = next(r for r in manifest["nets"] if r["name"] == name)
-            verify_checkpoint(out / rec["checkpoint"], rec["sha256"])
-            continue
+        recorded = next((r for r in manifest["nets"] if r["name"] == name), None)
+        check = None
+        if recorded is not None:
+            check = inspect_checkpoint(out / recorded["checkpoint"], recorded["sha256"])
+            if check.ok:
+                continue
+            how = "retraining it" if check.damaged else "retraining it to see which is right"
+            say(f"net {name!r} of the zoo at {out}: {problem(check)}; {how}.")
         net_seeds = _seeds_for(seed, vary, base_seed)
         partial = out / f"{name}.partial.safetensors"
         model, metrics = train_net(
@@ -416,10 +440,8 @@ def train_zoo(
             progress=progress,
             callback=callback,
         )
-        ckpt = out / f"{name}.safetensors"
-        save_checkpoint(
-            ckpt, model, {"name": name, "arch": arch, "kwargs": kwargs, "seeds": net_seeds}
-        )
+        ckpt = out / (recorded["checkpoint"] if recorded else f"{name}.safetensors")
+        meta = {"name": name, "arch": arch, "kwargs": kwargs, "seeds": net_seeds}
         record = NetRecord(
             name=name,
             arch=arch,
@@ -429,10 +451,17 @@ def train_zoo(
             epochs=config.epochs,
             optimizer=settings["optimizer"],
             checkpoint=ckpt.name,
-            sha256=sha256_file(ckpt),
+            sha256="",
             **metrics,
         )
-        manifest["nets"].append(asdict(record))
-        write_json(manifest_path, manifest)
+        if check is None:
+            record.sha256 = save_checkpoint(ckpt, model, meta)
+            manifest["nets"].append(asdict(record))
+        else:
+            try:
+                settle(out, manifest, check, record, model, meta, say)
+            finally:
+                partial.unlink(missing_ok=True)
+        write_zoo_manifest(manifest_path, manifest)
         partial.unlink(missing_ok=True)
     return load_zoo(out, verify=False)

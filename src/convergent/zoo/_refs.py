@@ -21,7 +21,7 @@ from convergent._errors import ConvergentError
 from convergent._io import atomic_write_bytes, read_json, sha256_file
 from convergent.data import load_dataset
 from convergent.models import build_model
-from convergent.zoo._checkpoint import load_weights
+from convergent.zoo._checkpoint import checkpoint_bytes, load_weights
 from convergent.zoo._zoo import MANIFEST, ZOO_FORMAT, load_zoo
 
 
@@ -180,12 +180,10 @@ def load_pair(
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, meta: Mapping[str, Any]) -> Path:
-    """Write a model's state dict as safetensors with convergent's metadata (arch, kwargs, ...)."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    """Write a model's state dict as safetensors with convergent's metadata (arch, kwargs, ...) and
+    the checksum of its tensors."""
     path = Path(path)
-    atomic_write_bytes(path, save(tensors, metadata={"convergent": json.dumps(dict(meta))}))
+    atomic_write_bytes(path, checkpoint_bytes(model, meta))
     return path
 
 

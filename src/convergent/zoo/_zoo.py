@@ -3,8 +3,9 @@ was made (architecture, seeds, data, optimiser, accuracy, checksum). This module
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,34 @@ from typing import Any
 from torch import nn
 
 from convergent._errors import ConvergentError, CorruptFileError
-from convergent._io import read_json
+from convergent._io import dumps_json, read_json, write_json
 from convergent.models import build_model
 from convergent.zoo._checkpoint import load_weights, verify_checkpoint
 
 MANIFEST = "manifest.json"
 ZOO_FORMAT = "convergent-zoo"
+#: Key of the manifest's checksum of its own net records.
+SEAL = "nets_sha256"
+
+
+def nets_sha256(nets: list[Mapping[str, Any]]) -> str:
+    """SHA-256 of a manifest's net records (canonical JSON), stored in the manifest itself so that a
+    hand-edited record (a changed checksum) can be told from a changed checkpoint file."""
+    return hashlib.sha256(dumps_json(list(nets)).encode()).hexdigest()
+
+
+def manifest_edited(manifest: Mapping[str, Any]) -> bool | None:
+    """Whether the manifest's net records differ from its own checksum (None: it has none)."""
+    seal = manifest.get(SEAL)
+    if seal is None:
+        return None
+    return seal != nets_sha256(manifest.get("nets", []))
+
+
+def write_zoo_manifest(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Write a zoo manifest atomically, with the checksum of its net records updated."""
+    manifest[SEAL] = nets_sha256(manifest["nets"])
+    write_json(path, manifest)
 
 
 @dataclass
@@ -76,7 +99,9 @@ class Zoo:
         rec = self.record(name)
         path = self.path / rec.checkpoint
         if verify:
-            verify_checkpoint(path, rec.sha256)
+            verify_checkpoint(
+                path, rec.sha256, net=name, manifest_edited=manifest_edited(self.manifest)
+            )
         model = self.build(name)
         load_weights(model, path)
         return model.eval()
@@ -90,7 +115,8 @@ class Zoo:
 
 def load_zoo(path: str | os.PathLike, *, verify: bool = True) -> Zoo:
     """Read a zoo directory. With ``verify``, every checkpoint's SHA-256 is checked against the
-    manifest and a missing, truncated or altered one raises :class:`CorruptFileError`."""
+    manifest and a missing, truncated or altered one raises :class:`CorruptFileError`, whose
+    message says whether the file or the manifest is the side that changed."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -106,8 +132,11 @@ def load_zoo(path: str | os.PathLike, *, verify: bool = True) -> Zoo:
     except (TypeError, KeyError) as exc:
         raise CorruptFileError(f"{manifest_path} has a malformed net record ({exc}).") from exc
     if verify:
+        edited = manifest_edited(manifest)
         for rec in nets:
-            verify_checkpoint(path / rec.checkpoint, rec.sha256)
+            verify_checkpoint(
+                path / rec.checkpoint, rec.sha256, net=rec.name, manifest_edited=edited
+            )
     return Zoo(path=path, manifest=manifest, nets=nets)
 
 
