@@ -22,7 +22,12 @@ from convergent.analysis._one_to_one import (
     semi_matching,
     summarize_pairs,
 )
-from convergent.analysis._sparse import errors_at_nonzero, sparse_prediction
+from convergent.analysis._sparse import (
+    DEFAULT_REFIT_K,
+    MIN_VARIANCE_FRACTION,
+    errors_at_nonzero,
+    sparse_prediction,
+)
 from convergent.analysis._spectral import cluster_pair
 
 
@@ -40,6 +45,11 @@ class AnalysisSettings:
     penalty_ratio: float = 1e-2
     #: duality gap of the Lasso solver, in units of each target's variance (errors are exact to it)
     sparse_tol: float = 1e-6
+    #: numbers of units of the least-squares refit on the Lasso support (the headline columns)
+    refit_k: tuple[int, ...] = DEFAULT_REFIT_K
+    #: targets whose fit variance is below this fraction of the median live target's are left
+    #: out of the sparse summaries (see convergent.analysis._sparse)
+    min_variance_fraction: float = MIN_VARIANCE_FRACTION
     clusters: tuple[int, ...] = (2, 4, 8, 16)
     affinity: str = "absolute"
     seed: int = 0
@@ -53,6 +63,8 @@ class AnalysisSettings:
             "n_penalties": self.n_penalties,
             "penalty_ratio": self.penalty_ratio,
             "sparse_tol": self.sparse_tol,
+            "refit_k": list(self.refit_k),
+            "min_variance_fraction": self.min_variance_fraction,
             "clusters": list(self.clusters),
             "affinity": self.affinity,
             "seed": self.seed,
@@ -149,6 +161,8 @@ def analyze_layer(
             n_penalties=settings.n_penalties,
             penalty_ratio=settings.penalty_ratio,
             tol=settings.sparse_tol,
+            refit_k=settings.refit_k,
+            min_variance_fraction=settings.min_variance_fraction,
         )
         live = np.ones(moments.dim, dtype=bool)
         live[dead] = False
@@ -162,6 +176,7 @@ def analyze_layer(
             else []
         )
         sparse_summary = sparse.to_dict(per_target=False)
+        refit_by_k = {str(r["k"]): r for r in sparse_summary["refit"]["by_k"]}
         record = {
             "matching": match.to_dict(),
             "sparse": {
@@ -176,6 +191,11 @@ def analyze_layer(
                 "held_out_one_to_one_error": sparse_summary["one_to_one"]["mean_held_out_error"],
                 "held_out_full_error": sparse_summary["full_linear"]["mean_held_out_error"],
                 "dead_targets": int(sparse.dead_target.sum()),
+                "scoring": sparse_summary["scoring"],
+                "refit": refit_by_k,
+                "refit_convention": sparse_summary["refit"]["convention"],
+                "one_to_one": sparse_summary["one_to_one"],
+                "full_linear": sparse_summary["full_linear"],
                 "at_nonzero": {
                     f"{k:g}": v for k, v in errors_at_nonzero(sparse, (1, 2, 4)).items()
                 },
@@ -220,6 +240,26 @@ def analyze_layer(
                     "one_to_one_error": record["sparse"]["one_to_one_error"],
                     "full_error": record["sparse"]["full_error"],
                     "at_nonzero": record["sparse"]["at_nonzero"],
+                    "refit": {
+                        k: {
+                            "fit": r["fit"],
+                            "held_out": r["held_out"] or {},
+                            "reached": r["reached"],
+                            "mean_size": r["mean_size"],
+                        }
+                        for k, r in refit_by_k.items()
+                    },
+                    "scored": sparse_summary["scoring"]["scored"],
+                    "one_to_one": {
+                        split: v or {}
+                        for split, v in sparse_summary["one_to_one"].items()
+                        if split in ("fit", "held_out")
+                    },
+                    "full_linear": {
+                        split: v or {}
+                        for split, v in sparse_summary["full_linear"].items()
+                        if split in ("fit", "held_out")
+                    },
                 },
                 "spectral": {
                     str(c["n_clusters"]): {
@@ -241,6 +281,13 @@ def analyze_layer(
             result.arrays[f"{key}/sparse/held_out_error"] = sparse.held_out_error
         result.arrays[f"{key}/sparse/one_to_one_error"] = sparse.one_to_one_error
         result.arrays[f"{key}/sparse/full_linear_error"] = sparse.full_linear_error
+        result.arrays[f"{key}/sparse/scored_target"] = sparse.scored_targets()
+        if sparse.refit is not None:
+            result.arrays[f"{key}/sparse/refit/k"] = sparse.refit.k
+            result.arrays[f"{key}/sparse/refit/size"] = sparse.refit.size
+            result.arrays[f"{key}/sparse/refit/error"] = sparse.refit.error
+            if sparse.refit.held_out_error is not None:
+                result.arrays[f"{key}/sparse/refit/held_out_error"] = sparse.refit.held_out_error
         for c in clusters:
             labels = np.concatenate([c.labels_a, c.labels_b])
             result.arrays[f"{key}/spectral/{c.n_clusters}/labels"] = labels
@@ -277,6 +324,7 @@ def summary_row(result: LayerResult) -> dict[str, Any]:
         "sparse_4": get("sparse/at_nonzero/4/error"),
         "one_to_one": get("sparse/one_to_one_error"),
         "full_linear": get("sparse/full_error"),
+        **_refit_columns(s),
         "mean_act_ks": float(result.means.get("between_ks_mean", 0.0)),
         "mean_act_ks_within": float(result.means.get("within_ks", 0.0)),
     }
@@ -287,6 +335,31 @@ def summary_row(result: LayerResult) -> dict[str, Any]:
         row["cluster_balance"] = float(s[best]["mean"])
         row["clusters"] = int(best.split("/")[1])
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+
+
+def _refit_columns(summary: Mapping[str, Any]) -> dict[str, float]:
+    """Row columns of the sparse headline: per k the refit's mean and median (fit split, and
+    held-out split when analysed), the share of scored targets whose support reached k, and the
+    one-to-one / full-linear references on the same targets (means over pairs)."""
+
+    def get(key: str) -> float:
+        return float(summary[key]["mean"]) if key in summary else float("nan")
+
+    row = {}
+    ks = sorted({int(k.split("/")[2]) for k in summary if k.startswith("sparse/refit/")})
+    scored = get("sparse/scored")
+    for k in ks:
+        base = f"sparse/refit/{k}"
+        for split, suffix in (("fit", ""), ("held_out", "_held_out")):
+            row[f"refit_{k}{suffix}"] = get(f"{base}/{split}/mean")
+            row[f"refit_{k}{suffix}_median"] = get(f"{base}/{split}/median")
+        row[f"refit_{k}_reached"] = get(f"{base}/reached") / scored if scored > 0 else float("nan")
+    for name in ("one_to_one", "full_linear"):
+        for split, suffix in (("fit", ""), ("held_out", "_held_out")):
+            row[f"{name}_scored{suffix}"] = get(f"sparse/{name}/{split}/mean")
+            row[f"{name}_scored{suffix}_median"] = get(f"sparse/{name}/{split}/median")
+    row["sparse_scored_targets"] = scored
+    return row
 
 
 def layer_summary_table(results: Mapping[str, LayerResult]) -> list[dict[str, Any]]:
