@@ -67,12 +67,14 @@ def capture(
     """Hook ``layers`` of every model for the duration of the block.
 
     Every model is put in eval mode (unless ``eval_mode=False``); on exit, whether normally or by an
-    exception, every hook is removed and each model's train/eval state is restored. With
+    exception, every hook is removed and every submodule's own train/eval flag is restored (a model
+    in train mode may hold a submodule in eval mode, e.g. a frozen backbone). With
     ``detach=False`` the captured outputs keep their autograd graph (for input gradients).
     """
     store = Capture()
     handles = []
-    modes = {name: m.training for name, m in models.items()}
+    # every submodule's own flag: model.train(mode) would set them all to the root's
+    modes = [(module, module.training) for m in models.values() for module in m.modules()]
     try:
         resolved = {name: resolve_layers(m, layers, name) for name, m in models.items()}
         for name, model in models.items():
@@ -84,6 +86,6 @@ def capture(
     finally:
         for handle in handles:
             handle.remove()
-        for name, model in models.items():
-            model.train(modes[name])
+        for module, training in modes:
+            module.training = training
         store.clear()
