@@ -11,8 +11,8 @@ import pytest
 from sklearn.linear_model import Lasso, lasso_path
 
 from convergent.analysis import errors_at_nonzero, sparse_prediction
-from tests.helpers.planted import sparse_mixing
 from tests.helpers.planted import joint_moments as moments_of
+from tests.helpers.planted import sparse_mixing
 
 D_A, D_B = 15, 8
 SOURCE, TARGET = np.arange(D_A), np.arange(D_A, D_A + D_B)
