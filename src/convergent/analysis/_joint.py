@@ -38,6 +38,10 @@ class PairBlocks:
     norm_products : ndarray of shape (3,) or None
         ``(S_AA, S_BB, S_AB)``, ``S_AB = sum_i |x_i - mean_A|^2 |y_i - mean_B|^2``: only from a
         :class:`KernelMoments` whose blocks are these two nets (debiased CKA needs them).
+    product_precision : {"float32", "float64"}
+        The lowest precision any batch product of the moments ran in (``Moments.product_precision``;
+        "float64" for objects that do not say): how finely the co-moment blocks resolve small
+        directions (see :func:`convergent.analysis._cca.rounding_tolerance`).
     """
 
     names: tuple[str, str]
@@ -48,6 +52,7 @@ class PairBlocks:
     alive_a: np.ndarray
     alive_b: np.ndarray
     norm_products: np.ndarray | None = None
+    product_precision: str = "float64"
 
     @property
     def widths(self) -> tuple[int, int]:
@@ -200,6 +205,7 @@ def pair_blocks(
         alive_a,
         alive_b,
         _kernel_products(moments, ranges, nets),
+        str(getattr(moments, "product_precision", "float64")),
     )
 
 
