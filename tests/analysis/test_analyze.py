@@ -9,11 +9,11 @@ import pytest
 
 from convergent import ConvergentError
 from convergent._io import load_arrays
-from convergent.analysis import AnalysisSettings, analyze_layer
+from convergent.analysis import AnalysisSettings, analyze_layer, summary_row
 from convergent.cli import main
 from convergent.record import collect_run
 from convergent.results._analyze import analyze_run, terminal_summary
-from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair
+from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair, sparse_mixing
 from tests.helpers.tiny import tiny_zoo
 
 SETTINGS = AnalysisSettings(n_penalties=6, clusters=(2, 4))
@@ -161,3 +161,30 @@ def test_held_out_of_other_nets_is_refused(run, tmp_path):
             layers=["conv1"],
             progress=False,
         )
+
+
+def test_layer_records_carry_the_refit_headline_with_fit_and_held_out_variants():
+    a, b, _ = sparse_mixing(n=2000, d_a=10, d_b=6, seed=2)
+    fit = FakeLayer("fc1", joint_moments(a[:1500], b[:1500]))
+    held = FakeLayer("fc1", joint_moments(a[1500:], b[1500:]))
+    settings = AnalysisSettings(n_penalties=8, clusters=(2,), refit_k=(1, 3))
+    result = analyze_layer(fit, settings, held_out=held)
+    sparse = result.pairs["net0~net1"]["sparse"]
+    assert set(sparse["refit"]) == {"1", "3"}
+    three = sparse["refit"]["3"]
+    assert three["label"] == "refit on <= 3 Lasso units" and three["scored"] == 6
+    assert three["fit"]["mean"] <= sparse["one_to_one"]["fit"]["mean"]
+    assert three["held_out"]["median"] >= 0 and sparse["one_to_one"]["held_out"]["targets"] == 6
+    assert sparse["scoring"]["min_variance_fraction"] == settings.min_variance_fraction
+    assert "fit split" in sparse["refit_convention"]
+    assert result.arrays["net0~net1/sparse/refit/held_out_error"].shape == (2, 6)
+    assert result.arrays["net0~net1/sparse/refit/size"].shape == (2, 6)
+    row = summary_row(result)
+    assert row["refit_3"] == pytest.approx(three["fit"]["mean"])
+    assert row["refit_3_held_out_median"] == pytest.approx(three["held_out"]["median"])
+    assert row["refit_1_reached"] == 1.0 and row["sparse_scored_targets"] == 6
+    assert row["one_to_one_scored_held_out"] == pytest.approx(
+        sparse["one_to_one"]["held_out"]["mean"]
+    )
+    assert settings.to_dict()["refit_k"] == [1, 3]
+    json.dumps(result.pairs, allow_nan=False)

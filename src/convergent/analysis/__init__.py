@@ -39,6 +39,7 @@ from convergent.analysis._procrustes import (
     shape_distance,
     shape_held_out,
 )
+from convergent.analysis._refit import REFIT_CONVENTION, REFIT_LABEL, SupportRefit
 from convergent.analysis._rsa import correlation_rdm, mutual_knn, rsa
 from convergent.analysis._similarity import (
     METRICS,
@@ -65,6 +66,8 @@ from convergent.analysis._spectral import (
 
 __all__ = [
     "METRICS",
+    "REFIT_CONVENTION",
+    "REFIT_LABEL",
     "AnalysisSettings",
     "BasisAlignment",
     "CCAResult",
@@ -81,6 +84,7 @@ __all__ = [
     "ShapeResult",
     "SimilaritySettings",
     "SparsePredictionResult",
+    "SupportRefit",
     "affinity_matrix",
     "analyze_layer",
     "basis_alignment",
