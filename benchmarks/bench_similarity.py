@@ -12,6 +12,11 @@ Two nets of 512 units each (D = 1024 joint units), N samples in batches of 8192 
   metrics from X^T Y. Skipped (with the reason printed) where its memory estimate,
   N * D * 32 bytes (measured), exceeds the cap.
 
+A second table measures the arrays API (``linear_cka(x, y)`` on two stored float32 arrays,
+N x 512 each): ``streamed`` (rows folded into float64 moments in blocks, the current code) against
+``one copy`` (both arrays copied to one float64 N x D array and folded in one update, the previous
+code); peak memory above the stored arrays.
+
 Every measurement runs in a fresh process; "peak MiB" is that process's peak resident memory above
 its resident memory just before the timed region (the shared pool of input batches is not counted).
 Batches cycle through a pre-generated pool so data generation is not timed. "max |diff|" is the
@@ -19,6 +24,7 @@ largest difference between the two methods' values over every metric (float32 pr
 The machine is a shared 2-core VM: timings are the best of ``--repeats`` runs.
 
 Usage: python benchmarks/bench_similarity.py [--sizes 100000,200000,...] [--repeats 1]
+       [--arrays-sizes 50000,200000] [--skip-moments]
 """
 
 from __future__ import annotations
@@ -128,6 +134,33 @@ def _from_stored(pool, batches):
     return time.perf_counter() - t0, {k: float(v) for k, v in out.items()}
 
 
+def _arrays(pool, batches):
+    """The two nets' activations as two stored float32 arrays (allocated before the timed region)."""
+    import numpy as np
+
+    x = np.empty((batches * BATCH, WIDTH), dtype=np.float32)
+    y = np.empty_like(x)
+    for i in range(batches):  # filled in place: no intermediate copy raises the peak beforehand
+        x[i * BATCH : (i + 1) * BATCH] = pool[i % POOL][:, :WIDTH]
+        y[i * BATCH : (i + 1) * BATCH] = pool[i % POOL][:, WIDTH:]
+    return x, y
+
+
+def _arrays_api(x, y, streamed: bool):
+    import numpy as np
+
+    from convergent.similarity import KernelMoments, linear_cka
+
+    t0 = time.perf_counter()
+    if streamed:
+        value = linear_cka(x, y).value
+    else:  # the previous arrays path: one float64 copy of both arrays, one update
+        m = KernelMoments(2 * WIDTH, {"a": (0, WIDTH), "b": (WIDTH, 2 * WIDTH)}, exact=True)
+        m.update(np.concatenate([np.asarray(x, np.float64), np.asarray(y, np.float64)], axis=1))
+        value = linear_cka(m).value
+    return time.perf_counter() - t0, {"cka": float(value)}
+
+
 def _worker(method: str, n: int, queue: mp.Queue) -> None:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(THREADS)  # before NumPy loads its BLAS
@@ -142,6 +175,12 @@ def _worker(method: str, n: int, queue: mp.Queue) -> None:
 
     KernelMoments(2 * WIDTH, {"a": (0, WIDTH), "b": (WIDTH, 2 * WIDTH)}).update(pool[0])
     _ = np.linalg.qr(pool[0][:1024, :WIDTH].astype(np.float64))
+    if method.startswith("arrays"):
+        x, y = _arrays(pool, batches)
+        base = rss_mib()
+        total, values = _arrays_api(x, y, streamed=method == "arrays_streamed")
+        queue.put((total, 0.0, max(0.0, peak_mib() - base), values))
+        return
     base = rss_mib()
     if method == "moments":
         stream, metrics, values = _from_moments(pool, batches)
@@ -169,8 +208,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,200000,500000,1000000,2000000")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs")
+    parser.add_argument("--arrays-sizes", default="50000,200000", help="N of the arrays table")
+    parser.add_argument("--skip-moments", action="store_true", help="only the arrays table")
     args = parser.parse_args()
-    sizes = [(int(s) // BATCH) * BATCH for s in args.sizes.split(",")]
+    sizes = [] if args.skip_moments else [(int(s) // BATCH) * BATCH for s in args.sizes.split(",")]
     print(
         f"D = 2 x {WIDTH}, batch {BATCH} samples, {THREADS} threads, best of {args.repeats} run(s); "
         f"memory cap for stored activations {MEMORY_CAP_GIB} GiB; N rounded down to whole batches"
@@ -199,6 +240,29 @@ def main() -> None:
         "time x = stored total / (moments stream + metrics); memory x = stored peak / moments peak "
         "(moments peak floored at 1 MiB)"
     )
+    arrays_table([(int(s) // BATCH) * BATCH for s in args.arrays_sizes.split(",")], args.repeats)
+
+
+def arrays_table(sizes: list[int], repeats: int) -> None:
+    print(
+        f"\narrays API: linear_cka(x, y) on two stored float32 arrays of N x {WIDTH}; peak MiB above "
+        "the arrays (arrays themselves: N x 4 KiB)"
+    )
+    header = (
+        f"{'N':>8} | {'streamed s':>10} {'peak MiB':>8} | {'one copy s':>10} {'peak MiB':>8} | "
+        f"{'memory x':>8} {'|diff|':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n in sizes:
+        t_new, _, peak_new, new = measure("arrays_streamed", n, repeats)
+        t_old, _, peak_old, old = measure("arrays_copy", n, repeats)
+        print(
+            f"{n:>8} | {t_new:>10.2f} {peak_new:>8.1f} | {t_old:>10.2f} {peak_old:>8.1f} | "
+            f"{peak_old / max(peak_new, 1.0):>8.1f} {abs(new['cka'] - old['cka']):>8.1e}",
+            flush=True,
+        )
+    print("memory x = one-copy peak / streamed peak; |diff| = difference of the two CKA values")
 
 
 if __name__ == "__main__":

@@ -381,3 +381,42 @@ def test_console_script_finds_a_user_model_in_the_working_directory(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "ReLU" in result.stdout and "No module named" not in result.stderr
+
+
+class _HasModelChild(torch.nn.Module):
+    """A net whose own top-level submodule is called ``model`` (keys ``model.weight`` ...)."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 2)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_load_weights_strips_a_wrapper_prefix_only_when_the_keys_need_it(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    def write(state, name):
+        path = tmp_path / f"{name}{suffix}"
+        state = {k: v.contiguous() for k, v in state.items()}
+        save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+        return path
+
+    torch.manual_seed(0)
+    net = _HasModelChild()
+    # its own save_file(state_dict()) loads back (keys 'model.weight' are its own)
+    fresh = load_weights(_HasModelChild(), write(net.state_dict(), "own"))
+    assert weights_digest(fresh) == weights_digest(net)
+    # a training wrapper's file: every key prefixed with 'model.'
+    wrapped = {f"model.{k}": v for k, v in net.state_dict().items()}
+    fresh = load_weights(_HasModelChild(), write(wrapped, "wrapped"))
+    assert weights_digest(fresh) == weights_digest(net)
+    plain = torch.nn.Linear(3, 4)
+    prefixed = {f"model.{k}": v for k, v in plain.state_dict().items()}
+    fresh = load_weights(torch.nn.Linear(3, 4), write(prefixed, "plain"))
+    assert weights_digest(fresh) == weights_digest(plain)
+    # a prefix on some keys only is not a wrapper's: the file does not fit
+    mixed = dict(net.state_dict())
+    mixed["model.head.weight"] = mixed.pop("head.weight")
+    with pytest.raises(CorruptFileError, match="does not fit the model.*model.head.weight"):
+        load_weights(_HasModelChild(), write(mixed, "mixed"))

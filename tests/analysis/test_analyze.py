@@ -13,8 +13,8 @@ from convergent.analysis import AnalysisSettings, analyze_layer
 from convergent.cli import main
 from convergent.record import collect_run
 from convergent.report import terminal_summary
-from convergent.results import analyze_run, encode, load_results, summary_rows
-from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair
+from convergent.results import Results, analyze_run, encode, load_results, summary_rows
+from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair, sparse_mixing
 from tests.helpers.tiny import tiny_zoo
 
 SETTINGS = AnalysisSettings(n_penalties=6, clusters=(2, 4))
@@ -175,3 +175,34 @@ def test_held_out_of_other_nets_is_refused(run, tmp_path):
             layers=["conv1"],
             progress=False,
         )
+
+
+def test_layer_records_carry_the_refit_headline_with_fit_and_held_out_variants():
+    a, b, _ = sparse_mixing(n=2000, d_a=10, d_b=6, seed=2)
+    fit = FakeLayer("fc1", joint_moments(a[:1500], b[:1500]))
+    held = FakeLayer("fc1", joint_moments(a[1500:], b[1500:]))
+    settings = AnalysisSettings(n_penalties=8, clusters=(2,), refit_k=(1, 3))
+    result = analyze_layer(fit, settings, held_out=held)
+    sparse = result.pairs["net0~net1"].one_to_many
+    assert [r.k for r in sparse.refit] == [1, 3]
+    three = sparse.refit[1]
+    assert three.scored == 6 and "fit split" in sparse.refit_convention
+    assert three.mean <= sparse.one_to_one
+    assert three.held_out_median >= 0 and sparse.scoring["scored_held_out"] == 6
+    assert sparse.scoring["min_variance_fraction"] == settings.min_variance_fraction
+    assert sparse.refit_held_out_error.shape == (2, 6) and sparse.refit_size.shape == (2, 6)
+    results = Results(
+        nets=["net0", "net1"],
+        pairs=["net0~net1"],
+        layers={"fc1": result},
+        settings={"analysis": settings.to_dict()},
+        run={"split": "test", "fit": {"fitted_on": "train", "scored_on": "test", "held_out": True}},
+    )
+    row = summary_rows(results)[0]
+    assert row["refit_3"] == pytest.approx(three.held_out_mean)  # held out: the scored split
+    assert row["refit_3_median"] == pytest.approx(three.held_out_median)
+    assert row["refit_1_reached"] == 1.0 and row["scored"] == 6
+    assert row["one_to_one"] == pytest.approx(sparse.held_out_one_to_one)
+    assert settings.to_dict()["refit_k"] == [1, 3]
+    data, _ = encode(result)
+    json.dumps(data, allow_nan=False)

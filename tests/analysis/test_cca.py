@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convergent.analysis import _cca
 from convergent.analysis._cca import cca_from_blocks
 from convergent.analysis._joint import pair_blocks
 from convergent.similarity import cca, cca_held_out, joint_moments, pwcca, svcca
+from convergent.stats import Moments
 from tests.helpers import refs
 
 
@@ -117,3 +119,73 @@ def test_errors():
         pwcca(x, y, weights_from="c")
     with pytest.raises(ValueError, match="held-out data have widths"):
         cca_held_out(cca(x, y), x, y[:, :2])
+
+
+# ---- the cut follows the precision of the moments' batch products ------------------------------
+
+
+def _float32_moments(x: np.ndarray, y: np.ndarray, batch: int | None = None) -> Moments:
+    """Joint moments with float32 batch products (the collect default), in batches."""
+    z = np.concatenate([x, y], axis=1).astype(np.float32)
+    m = Moments(z.shape[1])
+    step = batch or len(z)
+    for start in range(0, len(z), step):
+        m.update(z[start : start + step])
+    m.metadata["unit_ranges"] = {"a": [0, x.shape[1]], "b": [x.shape[1], z.shape[1]]}
+    assert m.product_precision == "float32"
+    return m
+
+
+def _rtol_only(blocks, method: str = "cca"):
+    """The old rule: eigen-directions cut at rtol times the largest only."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_cca, "rounding_tolerance", lambda *args: 0.0)
+        return cca_from_blocks(blocks, method=method)
+
+
+def test_float32_products_of_fewer_samples_than_units_give_the_sample_space():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 256)), rng.normal(size=(100, 256))
+    moments = _float32_moments(x, y)
+    res = cca(moments)
+    assert res.dims == (99, 99)  # the 157 rounding directions per net are left out
+    assert abs(res.value - 1.0) < 1e-6
+    assert abs(pwcca(moments).value - 1.0) < 1e-6
+    assert res.to_dict()["product_precision"] == "float32"
+    # the old rtol-only cut kept rounding directions: the value was far from 1
+    old = _rtol_only(pair_blocks(moments))
+    assert old.dims[0] > 150 and old.value < 0.95
+
+
+def test_float32_cut_keeps_every_true_direction_including_a_small_unit():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 40)) * rng.uniform(0.5, 2.0, 40)
+    x[:, :10] += 0.5 * x[:, 10:20]  # correlated units, no near-collinear ones
+    x[:, 3] *= 1e-4  # a live unit of tiny variance keeps its own direction
+    y = np.concatenate([x[:, :20], rng.normal(size=(3000, 10))], axis=1)
+    y[:, 20:] += x[:, 25:35]
+    exact = cca(x, y)
+    low = cca(_float32_moments(x, y, batch=512))
+    assert low.dims == exact.dims == (40, 30)
+    np.testing.assert_allclose(low.correlations, exact.correlations, atol=1e-5)
+
+
+def test_float64_products_keep_the_rtol_only_behaviour():
+    rng = np.random.default_rng(2)
+    cases = [
+        refs.pair(300, 6, 5, seed=1),
+        (rng.normal(size=(100, 256)), rng.normal(size=(100, 256))),
+    ]
+    for x, y in cases:
+        blocks = pair_blocks(joint_moments({"a": x, "b": y}))
+        assert blocks.product_precision == "float64"
+        for method in ("cca", "svcca", "pwcca"):
+            new, old = cca_from_blocks(blocks, method=method), _rtol_only(blocks, method)
+            assert new.dims == old.dims and new.value == old.value
+
+
+def test_rounding_tolerance_follows_the_unit_roundoff_and_rejects_unknown_precisions():
+    assert _cca.rounding_tolerance("float32", 100, 256) == 2 * np.sqrt(256 * 100) * 2.0**-24
+    assert _cca.rounding_tolerance("float64", 100, 256) == 2 * np.sqrt(256 * 100) * 2.0**-53
+    with pytest.raises(ValueError, match=r"'product_precision' .* Got 'float16' instead"):
+        _cca.rounding_tolerance("float16", 100, 256)

@@ -85,6 +85,52 @@ def test_rectangular_and_absolute():
     assert semi_matching(corr, absolute=True).partner[perm[0]] == 0
 
 
+def _check_permutation(match, d_a: int, d_b: int) -> np.ndarray:
+    perm = match.permutation
+    assert perm.shape == (max(d_a, d_b),)
+    # position i holds A unit i's partner whenever A unit i is matched
+    np.testing.assert_array_equal(perm[:d_a][match.matched], match.partner[match.matched])
+    # every B unit appears once; only with d_A > d_B are there positions without one (-1)
+    assert sorted(perm[perm >= 0].tolist()) == list(range(d_b))
+    assert (perm == -1).sum() == max(d_a - d_b, 0)
+    return perm
+
+
+def test_permutation_is_aligned_with_dead_and_unmatched_units():
+    corr = np.eye(6)
+    corr[:3, 3:] = [[0.9, 0.1, 0.2], [0.1, 0.1, 0.8], [0.7, 0.1, 0.1]]
+    corr[3:, :3] = corr[:3, 3:].T
+    pair = compare_pair(corr, (0, 3), (3, 6), dead=[0])
+    assert pair.bipartite.partner.tolist() == [-1, 2, 0]
+    # the unmatched (dead) A unit 0 gets the unused B unit 1
+    assert _check_permutation(pair.bipartite, 3, 3).tolist() == [1, 2, 0]
+    aligned = corr[:3, 3:][:, pair.bipartite.permutation]
+    np.testing.assert_allclose(np.diag(aligned)[1:], pair.bipartite.score[1:])
+
+
+@pytest.mark.parametrize(("d_a", "d_b"), [(7, 7), (5, 9), (9, 5)])
+def test_permutation_with_dead_units_and_unequal_widths(d_a, d_b):
+    rng = np.random.default_rng(d_a * 10 + d_b)
+    d = d_a + d_b
+    x = rng.normal(size=(400, d))
+    x[:, [1, d_a + 2]] = 1.0  # a dead unit in each net
+    moments = joint_moments(x)
+    pair = compare_pair(moments, (0, d_a), (d_a, d))
+    bip = pair.bipartite
+    assert not bip.matched[1] and 2 not in bip.partner
+    perm = _check_permutation(bip, d_a, d_b)
+    rows = np.flatnonzero(bip.matched)
+    corr = moments.corr()[:d_a, d_a:]
+    np.testing.assert_allclose(corr[rows, perm[rows]], bip.score[rows])
+    if d_a <= d_b:  # a true permutation: B[:, perm] is aligned to A
+        np.testing.assert_allclose(np.diag(corr[:, perm])[bip.matched], bip.score[bip.matched])
+
+
+def test_semi_matching_permutation_is_the_partner_array():
+    semi = semi_matching(np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.3]]))
+    np.testing.assert_array_equal(semi.permutation, semi.partner)
+
+
 def test_within_net_baseline_excludes_the_unit_itself():
     corr = np.array([[1.0, 0.3, -0.9], [0.3, 1.0, 0.1], [-0.9, 0.1, 1.0]])
     np.testing.assert_allclose(within_net_baseline(corr), [0.3, 0.3, 0.1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -45,6 +47,42 @@ def test_hooks_are_removed_after_an_exception_inside_the_model():
         model(torch.ones(1, 2))
     assert _no_hooks_left(model)
     assert model.training
+
+
+class FrozenBackbone(nn.Module):
+    """A root in train mode holding a backbone in eval mode (with Dropout) and a trained head."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5))
+        self.head = nn.Linear(4, 2)
+        self.fail = fail
+
+    def forward(self, x):
+        out = self.head(self.backbone(x))
+        if self.fail:
+            raise RuntimeError("boom after the head")
+        return out
+
+
+def _modes(model: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_every_submodule_gets_its_own_mode_back(fail):
+    model = FrozenBackbone(fail).train()
+    model.backbone.eval()
+    before = _modes(model)
+    assert before["backbone.1"] is False and before[""] is True and before["head"] is True
+    with contextlib.ExitStack() as stack:
+        if fail:
+            stack.enter_context(pytest.raises(RuntimeError, match="boom after the head"))
+        stack.enter_context(capture({"m": model}, ["backbone", "head"]))
+        assert not any(_modes(model).values())  # eval everywhere inside
+        model(torch.ones(3, 2))
+    assert _modes(model) == before
+    assert _no_hooks_left(model)
 
 
 def test_hooks_are_removed_when_a_later_layer_name_is_bad():

@@ -44,6 +44,7 @@ from convergent.analysis._procrustes import (
     shape_distance,
     shape_held_out,
 )
+from convergent.analysis._refit import REFIT_CONVENTION, REFIT_LABEL, SupportRefit
 from convergent.analysis._rsa import correlation_rdm, mutual_knn, rsa
 from convergent.analysis._similarity import (
     METRICS,
@@ -74,6 +75,8 @@ LayerResult = LayerAnalysis
 
 __all__ = [
     "METRICS",
+    "REFIT_CONVENTION",
+    "REFIT_LABEL",
     "AnalysisSettings",
     "BasisAlignment",
     "CCAResult",
@@ -97,6 +100,7 @@ __all__ = [
     "SimilaritySettings",
     "SparseAtK",
     "SparsePredictionResult",
+    "SupportRefit",
     "affinity_matrix",
     "analyze_layer",
     "array_field",

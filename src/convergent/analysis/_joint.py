@@ -3,7 +3,9 @@
 A metric takes either a joint :class:`~convergent.stats.Moments` (over the units of several nets,
 with each net's unit range) or two plain arrays (n, d_A), (n, d_B). Arrays are first folded into a
 float64 :class:`KernelMoments` (exact products), so both inputs run through the same code:
-``arrays -> moments -> PairBlocks -> metric``.
+``arrays -> moments -> PairBlocks -> metric``. The arrays are streamed through in blocks of rows
+(about ``CHUNK_BYTES`` of float64 at a time), so the memory above the arrays is bounded whatever
+the number of samples.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import torch
 from convergent._errors import ConvergentError
 from convergent.stats import Moments
 from convergent.stats._kernel import KernelMoments
+
+#: Bytes of float64 rows folded into the moments at a time by :func:`joint_moments` (the extra
+#: memory of the arrays API is a small multiple of this plus O(D^2), independent of n).
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,10 @@ class PairBlocks:
     norm_products : ndarray of shape (3,) or None
         ``(S_AA, S_BB, S_AB)``, ``S_AB = sum_i |x_i - mean_A|^2 |y_i - mean_B|^2``: only from a
         :class:`KernelMoments` whose blocks are these two nets (debiased CKA needs them).
+    product_precision : {"float32", "float64"}
+        The lowest precision any batch product of the moments ran in (``Moments.product_precision``;
+        "float64" for objects that do not say): how finely the co-moment blocks resolve small
+        directions (see :func:`convergent.analysis._cca.rounding_tolerance`).
     """
 
     names: tuple[str, str]
@@ -48,6 +58,7 @@ class PairBlocks:
     alive_a: np.ndarray
     alive_b: np.ndarray
     norm_products: np.ndarray | None = None
+    product_precision: str = "float64"
 
     @property
     def widths(self) -> tuple[int, int]:
@@ -60,10 +71,9 @@ class PairBlocks:
         }
 
 
-def _as_2d(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
+def _as_2d(x: Any, name: str) -> np.ndarray | torch.Tensor:
+    """``x`` itself (no copy) after checking it is a 2-D NumPy array or torch tensor."""
+    if not isinstance(x, (np.ndarray, torch.Tensor)):
         raise TypeError(
             f"The '{name}' parameter must be a NumPy array, a torch tensor or a Moments. "
             f"Got {type(x).__name__} instead."
@@ -74,6 +84,13 @@ def _as_2d(x: Any, name: str) -> np.ndarray:
             "instead."
         )
     return x
+
+
+def _rows64(x: np.ndarray | torch.Tensor, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``x`` as a float64 host array (only those rows are copied)."""
+    if isinstance(x, torch.Tensor):
+        return x[start:stop].detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x[start:stop], dtype=np.float64)
 
 
 def joint_moments(arrays: Mapping[str, Any] | Sequence[Any]) -> KernelMoments:
@@ -88,6 +105,11 @@ def joint_moments(arrays: Mapping[str, Any] | Sequence[Any]) -> KernelMoments:
     -------
     KernelMoments
         Over the nets' units concatenated, with ``unit_ranges`` per net.
+
+    Notes
+    -----
+    The rows are folded in blocks of about ``CHUNK_BYTES`` (float64 products, exact merges), so the
+    memory above the arrays is O(block + D^2), not a float64 copy of the arrays.
     """
     if not isinstance(arrays, Mapping):
         arrays = {chr(ord("a") + i) if i < 26 else f"net{i}": x for i, x in enumerate(arrays)}
@@ -106,7 +128,11 @@ def joint_moments(arrays: Mapping[str, Any] | Sequence[Any]) -> KernelMoments:
         ranges[k] = (start, start + v.shape[1])
         start += v.shape[1]
     moments = KernelMoments(start, ranges, exact=True)
-    moments.update(np.concatenate([np.asarray(v, dtype=np.float64) for v in parts.values()], 1))
+    n = next(iter(rows.values()))
+    step = max(1, CHUNK_BYTES // (8 * start))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        moments.update(np.concatenate([_rows64(v, lo, hi) for v in parts.values()], axis=1))
     return moments
 
 
@@ -200,6 +226,7 @@ def pair_blocks(
         alive_a,
         alive_b,
         _kernel_products(moments, ranges, nets),
+        str(getattr(moments, "product_precision", "float64")),
     )
 
 

@@ -24,13 +24,19 @@ from convergent.analysis._joint import pair_blocks
 from convergent.analysis._means import compare_means
 from convergent.analysis._mi import mutual_information_matrix
 from convergent.analysis._one_to_one import bipartite_matching, compare_pair, semi_matching
+from convergent.analysis._refit import REFIT_CONVENTION
 from convergent.analysis._similarity import (
     SimilaritySettings,
     pair_similarity,
     scalars,
     similarity_from_pairs,
 )
-from convergent.analysis._sparse import errors_at_nonzero, sparse_prediction
+from convergent.analysis._sparse import (
+    DEFAULT_REFIT_K,
+    MIN_VARIANCE_FRACTION,
+    errors_at_nonzero,
+    sparse_prediction,
+)
 from convergent.analysis._spectral import cluster_pair
 
 
@@ -53,8 +59,13 @@ class AnalysisSettings:
     penalty_ratio: float = 1e-2
     #: duality gap of the Lasso solver, in units of each target's variance (errors are exact to it)
     sparse_tol: float = 1e-6
-    #: numbers of predictors at which the one-to-many columns are read
+    #: mean numbers of predictors at which the (shrunk) Lasso path is also read
     sparse_k: tuple[int, ...] = (1, 2, 4)
+    #: numbers of units of the least-squares refit on the Lasso support (the headline columns)
+    refit_k: tuple[int, ...] = DEFAULT_REFIT_K
+    #: targets whose fit variance is below this fraction of the median live target's are left
+    #: out of the one-to-many summaries (see convergent.analysis._sparse)
+    min_variance_fraction: float = MIN_VARIANCE_FRACTION
     clusters: tuple[int, ...] = (2, 4, 8, 16)
     affinity: str = "absolute"
     seed: int = 0
@@ -115,7 +126,8 @@ class OneToOne:
 
 @dataclass
 class SparseAtK:
-    """The one-to-many error read at about ``k`` predictors (see ``OneToMany``)."""
+    """The (shrunk) Lasso path read where its mean number of predictors is closest to ``k``: the
+    old read-out, kept for comparison; the headline is :class:`Refit`."""
 
     k: int
     penalty: float
@@ -125,18 +137,45 @@ class SparseAtK:
 
 
 @dataclass
+class Refit:
+    """The least-squares refit on the Lasso support with at most ``k`` units (relaxed Lasso):
+    errors 1 - R^2 over the scored targets, on the fit split and (same coefficients) on the
+    held-out split; how many targets' supports reached ``k`` units, and their mean size."""
+
+    k: int
+    mean: float
+    median: float
+    held_out_mean: float | None
+    held_out_median: float | None
+    reached: int
+    scored: int
+    mean_size: float
+
+
+@dataclass
 class OneToMany:
     """Sparse prediction of B's units from A's (Li et al. section 4), over a path of L1 penalties.
 
-    Errors are ``1 - R^2``; means over live targets. ``fit`` is the split the fits were made on;
-    ``held_out_*`` are the same fits scored on held-out statistics (None without them).
+    Errors are ``1 - R^2``, means (and medians) over the *scored* targets: live in the fit split,
+    with fit variance at least ``scoring["min_variance_fraction"]`` of the median live target's
+    (near-dead units would dominate held-out means otherwise). Unprefixed values are fitted and
+    scored on the fit split; ``held_out_*`` are the same fits scored on held-out statistics (None
+    without them). ``refit`` is the headline (least squares on the Lasso support, no shrinkage);
+    ``at_k`` the shrunk Lasso read-out.
     """
 
     one_to_one: float
     full: float
     held_out_one_to_one: float | None
     held_out_full: float | None
+    one_to_one_median: float
+    full_median: float
+    held_out_one_to_one_median: float | None
+    held_out_full_median: float | None
     dead_targets: int
+    scoring: dict[str, Any]
+    refit: list[Refit]
+    refit_convention: str
     at_k: list[SparseAtK]
     penalties: np.ndarray = array_field()
     mean_error: np.ndarray = array_field()
@@ -149,6 +188,10 @@ class OneToMany:
     one_to_one_error: np.ndarray | None = array_field(default=None)
     full_error: np.ndarray | None = array_field(default=None)
     live_target: np.ndarray | None = array_field(default=None)
+    scored_target: np.ndarray | None = array_field(default=None)
+    refit_size: np.ndarray | None = array_field(default=None)
+    refit_error: np.ndarray | None = array_field(default=None)
+    refit_held_out_error: np.ndarray | None = array_field(default=None)
 
 
 @dataclass
@@ -267,6 +310,10 @@ def _one_to_one(corr: np.ndarray, dead: np.ndarray, ra: Any, rb: Any, names: Any
     return result, match
 
 
+def _summary(entry: Any, key: str) -> float | None:
+    return None if entry is None else entry.get(key)
+
+
 def _one_to_many(moments: Any, held: Any, ra: Any, rb: Any, s: AnalysisSettings) -> OneToMany:
     sparse = sparse_prediction(
         moments,
@@ -277,19 +324,42 @@ def _one_to_many(moments: Any, held: Any, ra: Any, rb: Any, s: AnalysisSettings)
         n_penalties=s.n_penalties,
         penalty_ratio=s.penalty_ratio,
         tol=s.sparse_tol,
+        refit_k=s.refit_k,
+        min_variance_fraction=s.min_variance_fraction,
     )
-    summary = sparse.to_dict(per_target=False)
     has_held = sparse.held_out_error is not None
+    refs = sparse.reference_summary()
+    one, full = refs["one_to_one"], refs["full_linear"]
     at_k = [
         SparseAtK(int(k), v["penalty"], v["mean_nonzero"], v["error"], v["held_out_error"])
         for k, v in errors_at_nonzero(sparse, s.sparse_k).items()
     ]
+    refit = [
+        Refit(
+            k=r["k"],
+            mean=r["fit"]["mean"],
+            median=r["fit"]["median"],
+            held_out_mean=_summary(r["held_out"], "mean"),
+            held_out_median=_summary(r["held_out"], "median"),
+            reached=r["reached"],
+            scored=r["scored"],
+            mean_size=r["mean_size"],
+        )
+        for r in sparse.refit_summary()
+    ]
     return OneToMany(
-        one_to_one=summary["one_to_one"]["mean_error"],
-        full=summary["full_linear"]["mean_error"],
-        held_out_one_to_one=summary["one_to_one"]["mean_held_out_error"],
-        held_out_full=summary["full_linear"]["mean_held_out_error"],
+        one_to_one=one["fit"]["mean"],
+        full=full["fit"]["mean"],
+        held_out_one_to_one=_summary(one["held_out"], "mean"),
+        held_out_full=_summary(full["held_out"], "mean"),
+        one_to_one_median=one["fit"]["median"],
+        full_median=full["fit"]["median"],
+        held_out_one_to_one_median=_summary(one["held_out"], "median"),
+        held_out_full_median=_summary(full["held_out"], "median"),
         dead_targets=int(sparse.dead_target.sum()),
+        scoring=sparse.scoring(),
+        refit=refit,
+        refit_convention=REFIT_CONVENTION,
         at_k=at_k,
         penalties=sparse.penalties,
         mean_error=sparse.mean_error(),
@@ -302,6 +372,10 @@ def _one_to_many(moments: Any, held: Any, ra: Any, rb: Any, s: AnalysisSettings)
         one_to_one_error=sparse.one_to_one_error,
         full_error=sparse.full_linear_error,
         live_target=~sparse.dead_target,
+        scored_target=sparse.scored_targets(),
+        refit_size=sparse.refit.size if sparse.refit is not None else None,
+        refit_error=sparse.refit.error if sparse.refit is not None else None,
+        refit_held_out_error=sparse.refit.held_out_error if sparse.refit is not None else None,
     )
 
 

@@ -74,13 +74,29 @@ class MatchResult:
 
     @property
     def permutation(self) -> np.ndarray:
-        """An order of B's units that puts each A unit's partner at A's position: B[:, perm] is
-        aligned to A (partners first in A's order, then B's unmatched units)."""
-        taken = self.partner[self.matched]
-        rest = np.setdiff1d(np.arange(self.d_b), taken)
+        """B's units in A's order: position ``i`` holds A unit ``i``'s partner whenever A unit ``i``
+        is matched.
+
+        Bipartite: the B units no A unit is matched to (in increasing order) fill the positions of
+        the unmatched A units (in increasing order), then follow after position ``d_A - 1``. The
+        result has length ``max(d_A, d_B)``; with ``d_A <= d_B`` it is a permutation of B's units
+        (``B[:, perm][:, :d_A]`` is aligned to A unit by unit); with ``d_A > d_B`` the positions
+        left without a B unit hold -1 (not an index: use ``partner`` and ``matched``).
+        Semi-matching: ``partner`` itself (several A units may share a partner; -1 unmatched).
+
+        Returns
+        -------
+        ndarray of int, shape (max(d_A, d_B),) (semi: (d_A,))
+        """
         if self.method == "semi":
             return self.partner.copy()
-        return np.concatenate([taken, rest]).astype(np.int64)
+        d_a = len(self.partner)
+        out = np.full(max(d_a, self.d_b), -1, dtype=np.int64)
+        out[:d_a][self.matched] = self.partner[self.matched]
+        unused = np.setdiff1d(np.arange(self.d_b), self.partner[self.matched])
+        free = np.flatnonzero(out == -1)  # unmatched A positions, then those past d_A
+        out[free[: len(unused)]] = unused
+        return out
 
     def count_above(self, thresholds: Sequence[float]) -> dict[str, int]:
         """Number of A units whose matched score is at least each threshold."""

@@ -75,14 +75,16 @@ def capture(
     """Hook ``layers`` of every model for the duration of the block.
 
     Every model is put in eval mode (unless ``eval_mode=False``); on exit, whether normally or by an
-    exception, every hook is removed and each model's train/eval state is restored. With
+    exception, every hook is removed and every submodule's own train/eval flag is restored (a model
+    in train mode may hold a submodule in eval mode, e.g. a frozen backbone). With
     ``detach=False`` the captured outputs keep their autograd graph (for input gradients). With
     ``stop=True`` a hook raises :class:`StopForward` once it has its output (one layer of one model:
     the caller catches it and skips the rest of the forward pass).
     """
     store = Capture()
     handles = []
-    modes = {name: m.training for name, m in models.items()}
+    # every submodule's own flag: model.train(mode) would set them all to the root's
+    modes = [(module, module.training) for m in models.values() for module in m.modules()]
     try:
         resolved = {name: resolve_layers(m, layers, name) for name, m in models.items()}
         for name, model in models.items():
@@ -95,6 +97,6 @@ def capture(
     finally:
         for handle in handles:
             handle.remove()
-        for name, model in models.items():
-            model.train(modes[name])
+        for module, training in modes:
+            module.training = training
         store.clear()

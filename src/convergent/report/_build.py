@@ -209,14 +209,26 @@ def run_section(results: Results, pair: str) -> dict[str, Any]:
 
 def summary_section(results: Results, draw: Any) -> dict[str, Any]:
     """The summary table (every unit-level column, with its convention) and the trends figure."""
-    columns = [c for c in summary_columns(results) if c.group == "units"]
+    every = summary_columns(results)
+    columns = [c for c in every if c.group == "units"]
+    details = [every[0]] + [c for c in every if c.group == "detail"]
     rows = summary_rows(results, columns)
     table = [[_fmt(r[c.key], r.get(f"{c.key}_std")) for c in columns] for r in rows]
-    sparse = [(c.key, c.label) for c in columns if c.key.startswith("sparse_")]
+    detail_rows = summary_rows(results, details)
+    detail = [[_fmt(r[c.key], r.get(f"{c.key}_std")) for c in details] for r in detail_rows]
+    keys = [c.key for c in columns if c.key.startswith("refit_")]
+    sparse = (
+        [(c.key, c.label) for c in columns if c.key in (keys[0], keys[1], keys[-1])]
+        if len(keys) >= 3
+        else [(c.key, c.label) for c in columns if c.key in keys]
+    )
     return {
         "text": TEXT["summary"],
         "table": _table([c.label for c in columns], table, "summary-table"),
-        "legend": [{"label": c.label, "description": c.description} for c in columns[1:]],
+        "details": _table([c.label for c in details], detail, "details-table"),
+        "legend": [
+            {"label": c.label, "description": c.description} for c in (columns + details)[1:]
+        ],
         "trends": draw(
             fig.layer_trends(rows, sparse),
             "trends",
@@ -418,11 +430,11 @@ def _curves_caption(p: PairAnalysis) -> str:
 def _sparse_caption(p: PairAnalysis, fit: Mapping[str, Any]) -> str:
     m = p.one_to_many
     held = fit["held_out"]
-    parts = [
-        f"~{e.k}: {(e.held_out_error if held else e.error):.2f}"
-        for e in m.at_k
-        if (e.held_out_error if held else e.error) is not None
-    ]
+    parts = []
+    for r in m.refit:
+        value = r.held_out_mean if held else r.mean
+        if value is not None:
+            parts.append(f"\u2264{r.k}: {value:.2f} (mean support {r.mean_size:.1f})")
     one = m.held_out_one_to_one if held else m.one_to_one
     full = m.held_out_full if held else m.full
     where = (
@@ -430,11 +442,15 @@ def _sparse_caption(p: PairAnalysis, fit: Mapping[str, Any]) -> str:
         if held
         else "in-sample"
     )
+    scoring = m.scoring
     return (
         f"Predicting each unit of {p.net_b} from {p.net_a}'s units with an L1-penalised linear fit; "
-        f"moving right the penalty falls and more units are used. Mean error 1 - R\u00b2 ({where}) "
-        f"with about k predictors: {', '.join(parts)}; best single unit {_num(one)}, all units "
-        f"{_num(full)}. The histogram shows how many units each target uses at about 4 on average."
+        f"moving right the penalty falls and more units are used. Least squares refitted on the "
+        f"Lasso support with at most k units, mean error 1 - R\u00b2 ({where}, over "
+        f"{scoring.get('scored')} scored targets; {scoring.get('left_out_dead', 0)} dead and "
+        f"{scoring.get('left_out_low_variance', 0)} near-dead left out): {', '.join(parts)}; best "
+        f"single unit {_num(one)}, all units {_num(full)}. The histogram shows how many units each "
+        "target uses at about 4 on average."
     )
 
 

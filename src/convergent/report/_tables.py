@@ -7,24 +7,6 @@ from typing import Any
 
 from convergent.results import Results, fit_convention, summary_columns, summary_rows
 
-#: The summary columns shown in the terminal (all of them are in summary.csv and the report).
-TERMINAL_KEYS = (
-    "layer",
-    "units",
-    "dead",
-    "semi",
-    "bipartite",
-    "bipartite_all",
-    "within",
-    "above_*",
-    "sparse_*",
-    "one_to_one",
-    "full_linear",
-    "cluster_balance",
-    "mean_act_ks",
-    "cka",
-)
-
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
@@ -56,14 +38,11 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     return "\n".join(out)
 
 
-def _shown(key: str) -> bool:
-    return any(key == k or (k.endswith("*") and key.startswith(k[:-1])) for k in TERMINAL_KEYS)
-
-
 def terminal_summary(results: Results) -> str:
-    """The layer table printed by ``analyze`` and ``demo``: one row per layer, means over pairs,
+    """The layer table printed by ``analyze`` and ``demo``: one row per layer, means over pairs
+    (the headline columns; medians and the other read-outs are in summary.csv and the report),
     then what each column is and its convention (split, units left out)."""
-    columns = [c for c in summary_columns(results) if _shown(c.key)]
+    columns = [c for c in summary_columns(results) if c.group == "units" or c.key == "cka"]
     rows = []
     for row in summary_rows(results, columns):
         rows.append(

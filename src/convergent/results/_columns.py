@@ -39,8 +39,9 @@ class Column:
     per_layer : callable, optional
         The value of a whole layer (for columns that are not per pair).
     group : str
-        Which table it belongs to: ``units`` (the paper's unit-level analyses) or ``layer``
-        (whole-layer similarity).
+        Which table it belongs to: ``units`` (the paper's unit-level analyses, the headline),
+        ``detail`` (medians, read-outs kept for comparison; in summary.csv and the report's
+        detail table) or ``layer`` (whole-layer similarity).
     """
 
     key: str
@@ -71,6 +72,26 @@ def _at_k(k: int, held_out: bool) -> Getter:
         for entry in p.one_to_many.at_k:
             if entry.k == k:
                 return entry.held_out_error if held_out else entry.error
+        return None
+
+    return get
+
+
+def _refit(k: int, field: str) -> Getter:
+    def get(p: PairAnalysis) -> float | None:
+        for entry in p.one_to_many.refit:
+            if entry.k == k:
+                return getattr(entry, field)
+        return None
+
+    return get
+
+
+def _reached(k: int) -> Getter:
+    def get(p: PairAnalysis) -> float | None:
+        for entry in p.one_to_many.refit:
+            if entry.k == k and entry.scored:
+                return entry.reached / entry.scored
         return None
 
     return get
@@ -153,32 +174,97 @@ def summary_columns(results: Results) -> list[Column]:
                 per_pair=lambda p, key=label: p.one_to_one.above.get(key),
             )
         )
-    for k in ks:
+    scored = (
+        "over the scored targets (live, fit variance at least "
+        f"{settings.get('min_variance_fraction', 1e-2):g} of the median live target's; see 'scored')"
+    )
+    for k in settings.get("refit_k", [1, 2, 3, 4]):
         cols.append(
             Column(
-                f"sparse_{k}",
-                f"L1~{k}",
-                f"error 1-R^2 predicting a unit of B from about {k} units of A (L1 path, the "
-                f"penalty whose mean number of predictors is closest to {k}), {where}; dead "
-                "targets left out",
-                per_pair=_at_k(int(k), held),
+                f"refit_{k}",
+                f"\u2264{k}",
+                f"mean error 1-R^2 predicting a unit of B by least squares on the Lasso support "
+                f"with at most {k} units of A (relaxed Lasso), {where}, {scored}; the share of "
+                f"targets that reached {k} units is refit_{k}_reached",
+                per_pair=_refit(int(k), "held_out_mean" if held else "mean"),
+            )
+        )
+        cols.append(
+            Column(
+                f"refit_{k}_median",
+                f"\u2264{k} med",
+                "the same, median over the scored targets",
+                per_pair=_refit(int(k), "held_out_median" if held else "median"),
+                group="detail",
+            )
+        )
+        cols.append(
+            Column(
+                f"refit_{k}_reached",
+                f"\u2264{k} reached",
+                f"share of scored targets whose Lasso support reached {k} units (the rest use fewer)",
+                per_pair=_reached(int(k)),
+                group="detail",
             )
         )
     cols += [
         Column(
             "one_to_one",
             "1-to-1",
-            f"error 1-R^2 predicting a unit of B from its single best-correlated unit of A, {where}",
+            f"mean error 1-R^2 predicting a unit of B from its single best-correlated unit of A, "
+            f"{where}, {scored}",
             per_pair=lambda p: (
                 p.one_to_many.held_out_one_to_one if held else p.one_to_many.one_to_one
             ),
         ),
         Column(
+            "one_to_one_median",
+            "1-to-1 med",
+            "the same, median over the scored targets",
+            per_pair=lambda p: (
+                p.one_to_many.held_out_one_to_one_median
+                if held
+                else p.one_to_many.one_to_one_median
+            ),
+            group="detail",
+        ),
+        Column(
             "full_linear",
             "full",
-            f"error 1-R^2 predicting a unit of B from all units of A (least squares), {where}",
+            f"mean error 1-R^2 predicting a unit of B from all units of A (least squares), {where}, "
+            f"{scored}",
             per_pair=lambda p: p.one_to_many.held_out_full if held else p.one_to_many.full,
         ),
+        Column(
+            "full_linear_median",
+            "full med",
+            "the same, median over the scored targets",
+            per_pair=lambda p: (
+                p.one_to_many.held_out_full_median if held else p.one_to_many.full_median
+            ),
+            group="detail",
+        ),
+        Column(
+            "scored",
+            "scored",
+            "targets the one-to-many columns are over, per pair (the rest: dead or near-dead in the "
+            "fit split)",
+            per_pair=lambda p: p.one_to_many.scoring.get("scored"),
+        ),
+    ]
+    for k in ks:
+        cols.append(
+            Column(
+                f"sparse_{k}",
+                f"Lasso~{k}",
+                f"error 1-R^2 of the (shrunk) Lasso fit at the penalty whose mean number of "
+                f"predictors is closest to {k}, {where}, {scored}: biased upwards by the L1 "
+                f"shrinkage; the refit columns are the headline",
+                per_pair=_at_k(int(k), held),
+                group="detail",
+            )
+        )
+    cols += [
         Column(
             "cluster_balance",
             "balance",

@@ -174,9 +174,30 @@ def verify_checkpoint(
         raise CorruptFileError(describe_check(check, net=net, manifest_edited=manifest_edited))
 
 
+#: A prefix some trainers put before every key (a wrapper module holding the net as ``.model``).
+_WRAPPER_PREFIX = "model."
+
+
+def _unwrap(state: Mapping[str, Any], own: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` itself when its keys are the model's; else, when every key carries the wrapper
+    prefix and the keys without it are the model's, those (a model whose own top-level submodule
+    is called ``model`` keeps its keys)."""
+    if set(state) == set(own) or not state:
+        return state
+    if not all(k.startswith(_WRAPPER_PREFIX) for k in state):
+        return state
+    stripped = {k[len(_WRAPPER_PREFIX) :]: v for k, v in state.items()}
+    return stripped if set(stripped) == set(own) else state
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load weights into ``model`` from a safetensors file, or a ``.pt``/``.pth`` state dict read with
-    ``torch.load(weights_only=True)`` (never unpickling arbitrary objects)."""
+    ``torch.load(weights_only=True)`` (never unpickling arbitrary objects).
+
+    The keys must be the model's ``state_dict()`` keys. A file whose keys all carry a ``model.``
+    prefix (a training wrapper's) loads when the keys without it fit and the keys as written do
+    not; nothing in convergent writes such files (the ``model.``-prefixed partial checkpoints of
+    ``convergent train`` are read by the training loop only)."""
     path = Path(path)
     if path.suffix in (".pt", ".pth", ".bin"):
         try:
@@ -197,11 +218,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             raise CorruptFileError(
                 f"{path} is not a readable safetensors checkpoint ({type(exc).__name__}: {exc})."
             ) from exc
-        state = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in state.items()}
     if not isinstance(state, Mapping):
         raise CorruptFileError(f"{path} does not hold a state dict (got {type(state).__name__}).")
-    missing, unexpected = [], []
     own = model.state_dict()
+    state = _unwrap(state, own)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
