@@ -245,3 +245,33 @@ def test_device_path_equals_cpu_path():
     got = [t.numpy() for t in _centred_product_torch(torch.from_numpy(x))]
     for r, g in zip(ref, got):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_live_units_on_a_large_mean_are_not_declared_dead_by_float32_products():
+    """Regression (issue 12): activations with mean 1.2e4 and sd 1e-2 in float32 were all flagged
+    dead on the float32-product path (the rule ignored that each batch is centred before its
+    product). The rule now follows the data's own resolution, whatever the product precision."""
+    from convergent.analysis import linear_cka
+
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(4000, 3))
+    a = (1.2e4 + 1e-2 * z @ rng.normal(size=(3, 4))).astype(np.float32)
+    b = (1.2e4 + 1e-2 * z @ rng.normal(size=(3, 5))).astype(np.float32)
+    joint = np.concatenate([a, b], axis=1)
+    fast = Moments(9)
+    for s in range(0, 4000, 500):
+        fast.update(joint[s : s + 500])
+    exact = Moments(9, exact=True).update(joint)
+    assert fast.product_precision == "float32" and exact.product_precision == "float64"
+    assert len(fast.dead_units()) == 0 and len(exact.dead_units()) == 0
+    reference = linear_cka(a.astype(np.float64), b.astype(np.float64)).value
+    ranges = {"a": (0, 4), "b": (4, 9)}
+    for m in (fast, exact):
+        got = linear_cka(m, unit_ranges=ranges, nets=("a", "b")).value
+        assert got == pytest.approx(reference, abs=1e-5)
+    assert 0.5 < reference < 1.0
+    # a constant written in float32 (its spread is rounding: well under 2 ulps) is still dead
+    const = np.full((100, 2), 1.2e4, dtype=np.float32)
+    const[::2, 1] = np.nextafter(np.float32(1.2e4), np.float32(2e4))
+    m = Moments(2).update(const)
+    assert m.dead_units().tolist() == [0, 1]

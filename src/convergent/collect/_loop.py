@@ -59,6 +59,9 @@ class BatchView:
         Each net's own output for the batch (what its forward returned, when a tensor).
     labels : tensor, optional
         The batch's labels, when the data came with labels.
+    mask : tensor, optional
+        (B, T) bool: which token positions are samples (padding is not). Applied to every token
+        layer whose outputs have T positions; other layers are unaffected.
     """
 
     nets: list[str]
@@ -69,16 +72,56 @@ class BatchView:
     channels_first: Mapping[str, bool]
     logits: Mapping[str, torch.Tensor] | None = None
     labels: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def _mask(self, out: torch.Tensor, layer: str) -> torch.Tensor | None:
+        """The token mask that applies to this output: (B, T) for a (B, T, C) token layer."""
+        if self.mask is None or out.ndim != 3 or self.channels_first[layer]:
+            return None
+        return self.mask.to(out.device) if out.shape[1] == self.mask.shape[1] else None
 
     def samples(self, net: str, layer: str) -> torch.Tensor:
-        """(samples, units) as collect folds them (positions or spatial means)."""
-        out = self.outputs[(net, layer)]
-        return to_samples(out, spatial=self.spatial, channels_first=self.channels_first[layer])[0]
+        """(samples, units) as collect folds them (positions or spatial means; padded positions
+        are not samples)."""
+        return self._rows(net, layer, self.spatial)
 
     def pooled(self, net: str, layer: str) -> torch.Tensor:
-        """(B, units): one spatially averaged feature vector per input."""
+        """(B', units): one spatially averaged feature vector per input (inputs whose every
+        position is padding are left out)."""
+        return self._rows(net, layer, "mean")
+
+    def _rows(self, net: str, layer: str, spatial: str) -> torch.Tensor:
         out = self.outputs[(net, layer)]
-        return to_samples(out, spatial="mean", channels_first=self.channels_first[layer])[0]
+        mask = self._mask(out, layer)
+        if mask is None:
+            return to_samples(out, spatial=spatial, channels_first=self.channels_first[layer])[0]
+        if spatial == "mean":
+            valid = mask.any(dim=1)
+            weights = mask[valid].to(out.dtype).unsqueeze(-1)
+            return (out[valid] * weights).sum(1) / weights.sum(1)
+        return out[mask]
+
+    def positions(
+        self, net: str, layer: str, spatial: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(input index, position) of every row of :meth:`samples` (or of :meth:`pooled` with
+        ``spatial="mean"``): which input, and where in its map or sequence."""
+        spatial = spatial or self.spatial
+        out = self.outputs[(net, layer)]
+        mask = self._mask(out, layer)
+        index = np.asarray(self.input_index)
+        if mask is not None:
+            if spatial == "mean":
+                keep = mask.any(dim=1).cpu().numpy()
+                return index[keep], np.zeros(int(keep.sum()), dtype=np.int64)
+            rows, cols = torch.nonzero(mask, as_tuple=True)
+            return index[rows.cpu().numpy()], cols.cpu().numpy().astype(np.int64)
+        rows = self._rows(net, layer, spatial).shape[0]
+        per_input = rows // len(index)
+        return (
+            np.repeat(index, per_input),
+            np.tile(np.arange(per_input, dtype=np.int64), len(index)),
+        )
 
     def flat(self, net: str, layer: str) -> torch.Tensor:
         """(B, features): each input's whole map flattened."""
@@ -142,11 +185,8 @@ class LayerAccumulator:
         st = self.state[layer]
         parts, counts = [], {}
         for net in view.nets:
-            s, shape = to_samples(
-                view.outputs[(net, layer)],
-                spatial=view.spatial,
-                channels_first=view.channels_first[layer],
-            )
+            s = view.samples(net, layer)
+            shape = tuple(view.outputs[(net, layer)].shape[2:])
             start, stop = st["ranges"][net]
             if s.shape[1] != stop - start:
                 raise ConvergentError(
@@ -175,12 +215,7 @@ class LayerAccumulator:
                 f"{int(index[0])}-{int(index[-1])}: {exc}"
             ) from exc
         if st["topk"] is not None:
-            per_input = joint.shape[0] // len(index)
-            st["topk"].update(
-                joint,
-                np.repeat(index, per_input),
-                np.tile(np.arange(per_input, dtype=np.int64), len(index)),
-            )
+            st["topk"].update(joint, *view.positions(view.nets[0], layer))
 
     def statistics(self) -> dict[str, Statistic]:
         out: dict[str, Statistic] = {}
@@ -220,29 +255,90 @@ def _channels_first(model: nn.Module, layers: Sequence[str], example: Any) -> di
 
 
 def _as_inputs(data: Any) -> tuple[Any, Any]:
-    """(inputs, labels or None) from a tensor of inputs, an (inputs, labels) pair, or a torch
-    Dataset of (x[, y])."""
+    """(inputs, labels or None) from a tensor of inputs, a mapping of named input tensors (e.g.
+    ``input_ids`` and ``attention_mask``: passed to the models as keyword arguments), an
+    (inputs, labels) pair of either, or a torch Dataset of (x[, y])."""
     if isinstance(data, torch.Tensor):
         return data, None
     if isinstance(data, np.ndarray):
         return torch.from_numpy(data), None
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+    if isinstance(data, Mapping):
+        return _check_named(data), None
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (torch.Tensor, Mapping)):
         labels = data[1] if isinstance(data[1], torch.Tensor) else None
-        return data[0], labels
+        inputs = _check_named(data[0]) if isinstance(data[0], Mapping) else data[0]
+        return inputs, labels
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         return data, None
     raise TypeError(
-        "The 'data' parameter of collect must be a tensor of inputs, an (inputs, labels) pair or "
-        f"an indexable torch Dataset. Got {type(data).__name__} instead."
+        "The 'data' parameter of collect must be a tensor of inputs, a mapping of named input "
+        "tensors, an (inputs, labels) pair or an indexable torch Dataset. Got "
+        f"{type(data).__name__} instead."
     )
 
 
-def _batch(inputs: Any, start: int, stop: int) -> torch.Tensor:
+class _Named(dict):
+    """Named input tensors with one row per input (a mapping that knows its length)."""
+
+    def __len__(self) -> int:  # the number of inputs, not of names
+        return int(next(iter(self.values())).shape[0])
+
+    def names(self) -> list[str]:
+        return list(self.keys())
+
+
+def _check_named(data: Mapping[str, Any]) -> _Named:
+    if not data:
+        raise ValueError("The 'data' parameter of collect is an empty mapping of inputs.")
+    out = _Named({str(k): torch.as_tensor(v) for k, v in data.items()})
+    sizes = {k: int(v.shape[0]) if v.ndim else -1 for k, v in out.items()}
+    if len(set(sizes.values())) != 1 or -1 in sizes.values():
+        raise ValueError(
+            "Every named input of collect needs one row per input (the same first dimension). "
+            f"Got {sizes} instead."
+        )
+    return out
+
+
+def _batch(inputs: Any, start: int, stop: int) -> Any:
     if isinstance(inputs, torch.Tensor):
         return inputs[start:stop]
+    if isinstance(inputs, _Named):
+        return _Named({k: v[start:stop] for k, v in inputs.items()})
     items = [inputs[i] for i in range(start, stop)]
     items = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
     return torch.stack([torch.as_tensor(it) for it in items])
+
+
+def _to(batch: Any, device: Any) -> Any:
+    if isinstance(batch, Mapping):
+        return _Named({k: v.to(device) for k, v in batch.items()})
+    return batch.to(device)
+
+
+def _mask_of(batch: Any, mask: Any) -> torch.Tensor | None:
+    """The (B, T) token mask of a batch: ``mask="auto"`` takes a mapping's ``attention_mask``; a
+    callable is called with the batch; None means no mask."""
+    if mask is None:
+        return None
+    if isinstance(mask, str) and mask == "auto":
+        if isinstance(batch, Mapping) and "attention_mask" in batch:
+            return batch["attention_mask"] != 0
+        return None
+    if isinstance(mask, str):
+        if not isinstance(batch, Mapping) or mask not in batch:
+            raise ValueError(
+                f"The mask {mask!r} is not one of the named inputs "
+                f"{list(batch) if isinstance(batch, Mapping) else '(the inputs are not named)'}."
+            )
+        return batch[mask] != 0
+    out = mask(batch)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ValueError(
+            "A mask function must return a (batch, positions) tensor of which positions are "
+            f"samples. Got {type(out).__name__} {tuple(getattr(out, 'shape', ()))} instead."
+        )
+    return out.bool()
 
 
 def _world() -> tuple[int, int]:
@@ -253,10 +349,12 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _forward(models: Mapping[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _forward(models: Mapping[str, nn.Module], x: Any) -> dict[str, torch.Tensor]:
     out = {}
     for name, model in models.items():
-        y = model(x)
+        y = model(**x) if isinstance(x, Mapping) else model(x)
+        if hasattr(y, "logits") and isinstance(y.logits, torch.Tensor):  # model-library outputs
+            y = y.logits
         if isinstance(y, torch.Tensor):
             out[name] = y
     return out
@@ -277,6 +375,7 @@ def collect(
     info: Mapping[str, Any] | None = None,
     kernel_sums: bool = False,
     observers: Sequence[Any] | None = None,
+    mask: Any = "auto",
 ) -> Statistics:
     """Collect joint activation statistics of several nets in one pass over ``data``.
 
@@ -285,9 +384,10 @@ def collect(
     models : mapping of str to nn.Module
         The nets, by name (e.g. ``zoo.models()``). Each is run in eval mode, every module's
         train/eval state restored afterwards; models are moved to ``device``.
-    data : tensor (N, ...) or (inputs, labels) or indexable Dataset
-        The inputs, all nets see the same batches in the same order. With labels, observers see
-        them (e.g. classifier scores).
+    data : tensor (N, ...), mapping of named tensors, (inputs, labels) or indexable Dataset
+        The inputs, all nets see the same batches in the same order. Named inputs (e.g.
+        ``{"input_ids": ..., "attention_mask": ...}``, one row per input) are passed to the models
+        as keyword arguments. With labels, observers see them (e.g. classifier scores).
     layers : sequence of str, optional
         Dotted layer names present in every net (default: the first net's default layers).
     spatial : {'positions', 'mean'}
@@ -318,6 +418,11 @@ def collect(
         :class:`BatchView` (e.g. :class:`~convergent.collect.PooledLayerMoments`). They are not
         part of the returned statistics: keep a reference. Observers that have ``statistics()``
         and ``load_statistics()`` are merged across ranks under ``distributed``.
+    mask : 'auto', str, callable or None
+        Which token positions are samples: ``"auto"`` (default) uses the ``attention_mask`` of
+        named inputs when there is one; a name picks another named input; a callable gets the
+        batch and returns a (B, T) bool tensor. Padded positions never enter any statistic (moments,
+        kernel sums, top-k, MI); in ``spatial="mean"`` mode the mean runs over the valid positions.
 
     Returns
     -------
@@ -337,7 +442,7 @@ def collect(
     first = models[names[0]]
     for model in models.values():
         model.to(device)
-    example = _batch(inputs, 0, min(2, n_total)).to(device)
+    example = _to(_batch(inputs, 0, min(2, n_total)), device)
     layers = list(layers) if layers else default_layers(first, example)
     for name, model in models.items():
         resolve_layers(model, layers, name)
@@ -363,7 +468,7 @@ def collect(
     lo, hi = rank * n_total // world, (rank + 1) * n_total // world
     channels_first = _channels_first(first, layers, example)
 
-    def view_of(store: Any, start: int, stop: int, logits: Any) -> BatchView:
+    def view_of(store: Any, start: int, stop: int, logits: Any, batch: Any) -> BatchView:
         return BatchView(
             names,
             layers,
@@ -373,6 +478,7 @@ def collect(
             channels_first,
             logits,
             labels[start:stop] if labels is not None else None,
+            _mask_of(batch, mask),
         )
 
     with torch.inference_mode(), capture(models, layers) as store:
@@ -380,8 +486,9 @@ def collect(
         # every layer's widths and whatever else observers take from it (bin edges)
         probe = max(int(getattr(obs, "probe_inputs", 0) or 0) for obs in everyone)
         probe = min(max(probe, 1), n_total)
-        logits = _forward(models, _batch(inputs, 0, probe).to(device))
-        view = view_of(store, 0, probe, logits)
+        batch = _to(_batch(inputs, 0, probe), device)
+        logits = _forward(models, batch)
+        view = view_of(store, 0, probe, logits, batch)
         for obs in everyone:
             if callable(getattr(obs, "prepare", None)):
                 obs.prepare(view)
@@ -391,8 +498,9 @@ def collect(
             batches, progress=progress if rank == 0 else False, desc="collect", unit="batch"
         ):
             stop = min(start + batch_size, hi)
-            logits = _forward(models, _batch(inputs, start, stop).to(device))
-            view = view_of(store, start, stop, logits)
+            batch = _to(_batch(inputs, start, stop), device)
+            logits = _forward(models, batch)
+            view = view_of(store, start, stop, logits, batch)
             for obs in everyone:
                 obs.observe(view)
             store.clear()

@@ -242,6 +242,11 @@ class ShuffledLayerPairs:
 
     def observe(self, view: Any) -> None:
         _layers(view, [self.layer])
+        if view.mask is not None:
+            raise ValueError(
+                "ShuffledLayerPairs needs the same number of samples per input; with a token mask "
+                "inputs differ. Collect it with spatial='mean' or without a mask."
+            )
         parts = {net: view.samples(net, self.layer) for net in view.nets}
         if self.pairs is None:
             ranges = _ranges({k: int(v.shape[1]) for k, v in parts.items()})
@@ -327,9 +332,7 @@ class MutualInformationObserver:
                 )
 
     def observe(self, view: Any) -> None:
-        index = np.asarray(view.input_index)
-        keep = index < self.max_inputs if self.max_inputs is not None else np.ones_like(index, bool)
-        if not keep.any():
+        if self.max_inputs is not None and int(np.min(view.input_index)) >= self.max_inputs:
             return
         for layer in self.layers or []:
             acts = {}
@@ -337,8 +340,11 @@ class MutualInformationObserver:
                 for net in (a, b):
                     if net not in acts:
                         x = view.samples(net, layer)
-                        rows = np.repeat(keep, x.shape[0] // len(index))
-                        acts[net] = x if rows.all() else x[torch.from_numpy(rows).to(x.device)]
+                        if self.max_inputs is not None:
+                            rows = view.positions(net, layer)[0] < self.max_inputs
+                            if not rows.all():
+                                x = x[torch.from_numpy(rows).to(x.device)]
+                        acts[net] = x
                 self.histograms[f"{layer}/{pair_key(a, b)}"].update(acts[a], acts[b])
 
     def statistics(self) -> dict[str, Statistic]:

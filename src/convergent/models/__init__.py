@@ -4,6 +4,7 @@ from convergent.models._convnet import ConvNet
 from convergent.models._mlp import MLP
 from convergent.models._registry import (
     available_architectures,
+    build_for,
     build_model,
     check_kwargs,
     default_layers,
@@ -22,6 +23,7 @@ __all__ = [
     "ConvNet",
     "ResNet",
     "available_architectures",
+    "build_for",
     "build_model",
     "check_kwargs",
     "default_layers",

@@ -204,6 +204,34 @@ def build_model(
 # layers
 
 
+def build_for(arch: str, kwargs: Mapping[str, Any] | None, data: Any = None) -> nn.Module:
+    """Build an architecture for a dataset: the one place data shapes meet architectures.
+
+    Parameters
+    ----------
+    arch : str
+        Built-in name or ``package.module:factory``.
+    kwargs : mapping, optional
+        Architecture arguments.
+    data : Dataset, mapping or None
+        Anything with ``input_shape`` (C, H, W) and ``num_classes`` (a ``Dataset``, or a manifest's
+        dataset record); None for inputs that are not images (token files): then no data
+        argument is passed.
+    """
+    kwargs = dict(kwargs or {})
+    if data is None:
+        return build_model(arch, **kwargs)
+    get = data.get if isinstance(data, Mapping) else lambda key: getattr(data, key)
+    c, h, w = get("input_shape")
+    return build_model(
+        arch,
+        in_channels=int(c),
+        input_size=(int(h), int(w)),
+        num_classes=int(get("num_classes")),
+        **kwargs,
+    )
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """Every layer of ``model`` by its dotted ``named_modules()`` path (the root excluded), in order."""
     return [name for name, _ in model.named_modules() if name]

@@ -12,7 +12,7 @@ restored, so tracing a model changes nothing about it (except that lazy modules,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,8 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
         return value
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
         return value[0]
+    if isinstance(value, Mapping):  # model-library outputs (last_hidden_state, logits, ...)
+        return next((v for v in value.values() if isinstance(v, torch.Tensor)), None)
     return None
 
 
@@ -167,9 +169,9 @@ def trace(model: nn.Module, example_input: Any) -> Trace:
     Parameters
     ----------
     model : torch.nn.Module
-    example_input : torch.Tensor or tuple
+    example_input : torch.Tensor, tuple or mapping
         A batch the model accepts, e.g. ``torch.zeros(2, C, H, W)``; a tuple is passed as
-        positional arguments.
+        positional arguments, a mapping as keyword arguments (``input_ids``, ``attention_mask``).
 
     Returns
     -------
@@ -219,14 +221,15 @@ def trace(model: nn.Module, example_input: Any) -> Trace:
             handles.append(module.register_forward_pre_hook(pre))
             handles.append(module.register_forward_hook(post))
         model.eval()
+        named = isinstance(example_input, Mapping)
         args = example_input if isinstance(example_input, tuple) else (example_input,)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             try:
-                output = model(*args)
+                output = model(**example_input) if named else model(*args)
             except Exception as exc:
                 shapes = ", ".join(
                     str(tuple(a.shape)) if isinstance(a, torch.Tensor) else type(a).__name__
-                    for a in args
+                    for a in (example_input.values() if named else args)
                 )
                 raise ConvergentError(
                     f"The model failed on an example input of shape {shapes} while convergent "

@@ -28,7 +28,7 @@ from convergent._errors import ConvergentError, CorruptFileError
 from convergent._io import atomic_write_bytes, read_json
 from convergent._progress import bar
 from convergent._version import __version__
-from convergent.models import build_model, check_kwargs, validate_model_kwargs
+from convergent.models import build_for, check_kwargs, validate_model_kwargs
 from convergent.train._repair import problem, settle
 from convergent.zoo import (
     MANIFEST,
@@ -213,16 +213,13 @@ def train_net(
     it raises interrupts training, leaving the partial checkpoint).
     """
     kwargs = dict(model_kwargs or {})
-    c, h, w = dataset.input_shape
     x_train, y_train = dataset.train_images, dataset.train_labels
     x_test, y_test = dataset.test_images, dataset.test_labels
     n = len(y_train)
     steps = math.ceil(n / config.batch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seeds["init"]))
-        model = build_model(
-            arch, in_channels=c, input_size=(h, w), num_classes=dataset.num_classes, **kwargs
-        )
+        model = build_for(arch, kwargs, dataset)
         model.to(device)
         opt = _optimizer(model, config)
         # everything random during training (dropout) draws from the global RNG, seeded here and

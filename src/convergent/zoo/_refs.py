@@ -20,7 +20,7 @@ from torch import nn
 from convergent._errors import ConvergentError
 from convergent._io import atomic_write_bytes, read_json, sha256_file
 from convergent.data import load_dataset
-from convergent.models import build_model
+from convergent.models import build_for
 from convergent.zoo._checkpoint import checkpoint_bytes, load_weights
 from convergent.zoo._zoo import MANIFEST, ZOO_FORMAT, load_zoo
 
@@ -145,13 +145,11 @@ def load_net(
             "package.module:factory) and its arguments with --set."
         )
     kwargs = dict(model_kwargs) if model_kwargs else dict(meta.get("kwargs", {}))
-    c, h, w = ds.input_shape
-    model = build_model(
-        arch, in_channels=c, input_size=(h, w), num_classes=ds.num_classes, **kwargs
-    )
+    model = build_for(arch, kwargs, ds)
     load_weights(model, path)
+    subset = getattr(ds, "subset", None)
     return Net(
-        name, model.eval(), arch, kwargs, path, sha256_file(path), meta.get("dataset"), ds.subset
+        name, model.eval(), arch, kwargs, path, sha256_file(path), meta.get("dataset"), subset
     )
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from convergent._errors import ConvergentError, CorruptFileError
 from convergent._io import dumps_json, read_json, write_json
-from convergent.models import build_model
+from convergent.models import build_for
 from convergent.zoo._checkpoint import load_weights, verify_checkpoint
 
 MANIFEST = "manifest.json"
@@ -88,11 +88,7 @@ class Zoo:
     def build(self, name: str) -> nn.Module:
         """The untrained architecture of net ``name`` (same kwargs and data shape)."""
         rec = self.record(name)
-        ds = self.manifest["dataset"]
-        c, h, w = ds["input_shape"]
-        return build_model(
-            rec.arch, in_channels=c, input_size=(h, w), num_classes=ds["num_classes"], **rec.kwargs
-        )
+        return build_for(rec.arch, rec.kwargs, self.manifest["dataset"])
 
     def model(self, name: str, *, verify: bool = True) -> nn.Module:
         """Net ``name`` with its trained weights, in eval mode; the checksum is verified first."""
