@@ -258,6 +258,7 @@ class LayerAnalysis:
     unit_means: dict[str, np.ndarray] = array_field(default_factory=dict)
     patch_units: np.ndarray | None = array_field(default=None)
     patch_images: np.ndarray | None = array_field(default=None)
+    patch_tokens: np.ndarray | None = array_field(default=None)
 
 
 def pair_key(a: str, b: str) -> str:
@@ -514,10 +515,13 @@ def analyze_layer(
             on_pair(layer.name, key)
     unit_means = {net: np.asarray(moments.mean[slice(*ranges[net])]) for net in nets}
     patches = getattr(layer, "patches", None)
-    patch_units = patch_images = None
+    patch_units = patch_images = patch_tokens = None
     if patches:
         patch_units = _patch_units(results, ranges)
-        patch_images = np.asarray(patches["image"])[patch_units]
+        if "image" in patches:
+            patch_images = np.asarray(patches["image"])[patch_units]
+        if "tokens" in patches:
+            patch_tokens = np.asarray(patches["tokens"])[patch_units]
     return LayerAnalysis(
         name=layer.name,
         samples=int(moments.count),
@@ -533,4 +537,5 @@ def analyze_layer(
         unit_means=unit_means,
         patch_units=patch_units,
         patch_images=patch_images,
+        patch_tokens=patch_tokens,
     )

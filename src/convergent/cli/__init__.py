@@ -141,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many inputs of the fit split (default 10000)",
     )
     p.add_argument(
+        "--inputs",
+        default=None,
+        metavar="FILE",
+        help="instead of a dataset: token inputs for a text model, a .npz of named arrays "
+        "(input_ids, attention_mask, ...; labels optional) or a directory of .npy files, passed "
+        "to the models as keyword arguments; padding masked by attention_mask (default: none)",
+    )
+    p.add_argument(
+        "--vocab",
+        default=None,
+        metavar="FILE",
+        help="with --inputs: one token per line (e.g. BERT's vocab.txt), so the report shows "
+        "tokens, not ids (default: none)",
+    )
+    p.add_argument(
         "--preprocessing",
         default="dataset",
         help="what the nets see: dataset (default: the dataset's normalisation, as convergent "

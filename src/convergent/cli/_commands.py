@@ -107,7 +107,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     fit_split = args.fit_split
     if fit_split == "auto":
-        fit_split = "train" if args.split == "test" else None
+        fit_split = "train" if args.split == "test" and args.inputs is None else None
     elif fit_split == "none":
         fit_split = None
     exact = args.exact or args.precision == "float64"
@@ -136,6 +136,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         preprocessing=args.preprocessing,
         fit_split=fit_split,
         fit_inputs=args.fit_inputs,
+        inputs=args.inputs,
+        vocab=args.vocab,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_table(stats_summary(stats)))

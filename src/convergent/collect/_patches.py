@@ -192,3 +192,31 @@ def topk_patches(
         for r, s, i, box in zip(rows, slots, idx, found):
             crops[start + r, s] = crop(images[int(i)].numpy(), box, size)
     return {"box": boxes, "image": crops}
+
+
+def token_windows(
+    input_ids: torch.Tensor,
+    index: np.ndarray,
+    position: np.ndarray,
+    *,
+    width: int = 4,
+    mask: torch.Tensor | None = None,
+) -> dict[str, np.ndarray]:
+    """For text: the tokens around every top-k entry of a token layer (the position's own token in
+    the middle), -1 outside the input or on padding.
+
+    Returns
+    -------
+    dict
+        ``tokens``: (units, k, 2 * width + 1) int64 token ids.
+    """
+    ids = np.asarray(input_ids, dtype=np.int64).copy()
+    if mask is not None:
+        ids[~np.asarray(mask, dtype=bool)] = -1
+    index, position = np.asarray(index), np.asarray(position)
+    padded = np.pad(ids, ((0, 0), (width, width)), constant_values=-1)
+    offsets = np.arange(2 * width + 1)
+    rows = np.clip(index, 0, None)
+    windows = padded[rows[..., None], position[..., None].clip(0) + offsets]
+    windows[index < 0] = -1
+    return {"tokens": windows.astype(np.int64)}

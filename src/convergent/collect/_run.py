@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,9 +24,9 @@ from convergent.collect._observers import (
     PooledLayerMoments,
     ScoresObserver,
 )
-from convergent.collect._patches import topk_patches
+from convergent.collect._patches import token_windows, topk_patches
 from convergent.collect._samples import is_channels_first
-from convergent.data import describe_preprocessing, load_dataset, preprocessed
+from convergent.data import describe_preprocessing, load_dataset, load_tokens, preprocessed
 from convergent.stats import FIT_DIR, STATS_FORMAT, Statistics
 from convergent.stats._directory import STATS_VERSION
 from convergent.zoo import load_net, load_zoo
@@ -142,6 +143,8 @@ def collect_run(
     preprocessing: str | None = None,
     fit_split: str | None = None,
     fit_inputs: int | None = 10000,
+    inputs: str | os.PathLike | None = None,
+    vocab: str | os.PathLike | None = None,
     progress: bool | None = None,
 ) -> Statistics:
     """Collect statistics of a zoo's nets (or of ``arch`` + ``checkpoints``) and write them to ``out``.
@@ -177,6 +180,14 @@ def collect_run(
     preprocessing : str, optional
         What the nets see: ``dataset`` (default), ``none`` or ``package.module:function`` (see
         :mod:`convergent.data`).
+    inputs : path, optional
+        Token inputs for text models instead of a dataset: a ``.npz`` file (or a directory of
+        ``.npy`` files) of named arrays (``input_ids``, ``attention_mask``, ...; ``labels``
+        optional), passed to the models as keyword arguments; padding is masked by
+        ``attention_mask``. Goes with ``arch`` and ``checkpoints``.
+    vocab : path, optional
+        With ``inputs``: a vocabulary (one token per line) so the report shows the tokens that
+        drive units.
     fit_split : {'train', 'test'}, optional
         Also collect the joint moments of this other split (at most ``fit_inputs`` inputs) into
         ``out/fit``: ``convergent analyze`` then fits one-to-many prediction there and scores it
@@ -219,6 +230,8 @@ def collect_run(
             preprocessing=preprocessing,
             fit_split=fit_split,
             fit_inputs=fit_inputs,
+            inputs=inputs,
+            vocab=vocab,
             progress=progress,
         )
     finally:
@@ -237,23 +250,44 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
     kernel_sums, pooled, mi, mi_bins = kw["kernel_sums"], kw["pooled"], kw["mi"], kw["mi_bins"]
     mi_inputs, patches, preprocessing = kw["mi_inputs"], kw["patches"], kw["preprocessing"]
     fit_split, fit_inputs, progress = kw["fit_split"], kw["fit_inputs"], kw["progress"]
+    token_file, vocab = kw["inputs"], kw["vocab"]
     if fit_split is not None:
         if fit_split not in SPLITS or fit_split == split:
             raise ValueError(
                 f"The 'fit_split' parameter must be the other split than {split!r} (one of "
                 f"{SPLITS}). Got {fit_split!r} instead."
             )
-    if zoo is not None:
-        models, nets, zoo_dataset = _nets_from_zoo(Path(zoo), out)
-        dataset = dataset or zoo_dataset
-        ds = load_dataset(dataset, data_dir)
+    tokens = None
+    if token_file is not None:
+        if zoo is not None or dataset is not None or fit_split is not None:
+            raise ValueError(
+                "Token inputs (--inputs) go with --arch and --checkpoint files, without a zoo, a "
+                "dataset or a fit split."
+            )
+        tokens = load_tokens(token_file, vocab=vocab)
+        ds = None
+        models, nets = _nets_from_checkpoints(
+            arch, checkpoints, dict(model_kwargs or {}), None, out
+        )
+        images: Any = tokens.tensors(max_inputs)
+        labels = torch.from_numpy(tokens.labels[:max_inputs]) if tokens.labels is not None else None
+        data_identity = {"name": "tokens", "sha256": tokens.sha256}
+        data_info = {**tokens.describe(), "source": relative_ref(token_file, out)}
     else:
-        ds = load_dataset(dataset or "digits", data_dir)
-        models, nets = _nets_from_checkpoints(arch, checkpoints, dict(model_kwargs or {}), ds, out)
-    images = preprocessed(ds, split, preprocessing)
-    labels = ds.split(split)[1]
-    if max_inputs is not None:
-        images, labels = images[:max_inputs], labels[:max_inputs]
+        if zoo is not None:
+            models, nets, zoo_dataset = _nets_from_zoo(Path(zoo), out)
+            dataset = dataset or zoo_dataset
+            ds = load_dataset(dataset, data_dir)
+        else:
+            ds = load_dataset(dataset or "digits", data_dir)
+            models, nets = _nets_from_checkpoints(
+                arch, checkpoints, dict(model_kwargs or {}), ds, out
+            )
+        images = preprocessed(ds, split, preprocessing)
+        labels = ds.split(split)[1]
+        if max_inputs is not None:
+            images, labels = images[:max_inputs], labels[:max_inputs]
+        data_identity, data_info = _dataset_identity(ds), ds.describe()
     settings = {
         "spatial": spatial,
         "batch_size": int(batch_size),
@@ -268,14 +302,16 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
     }
     identity = {
         "nets": {n["name"]: n["source"]["sha256"] for n in nets},
-        "dataset": _dataset_identity(ds),
+        "dataset": data_identity,
         "split": split,
         "num_inputs": len(images),
         "preprocessing": preprocessing or "dataset",
-        "values": {k: settings[k] for k in ("spatial", "batch_size", "topk", "exact")},
+        **{k: settings[k] for k in ("spatial", "batch_size", "topk", "exact")},
+        "fit_split": fit_split,
+        "fit_inputs": fit_inputs if fit_split is not None else None,
     }
     existing = reuse_or_refuse(
-        out, STATS_FORMAT, identity, what="statistics directory", version=STATS_VERSION
+        out, STATS_FORMAT, identity, what="statistics", version=STATS_VERSION
     )
     if existing is not None:
         have = [entry["name"] for entry in existing["layers"]]
@@ -313,6 +349,8 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
             preprocessing=preprocessing,
             fit_split=None,
             fit_inputs=None,
+            inputs=None,
+            vocab=None,
             progress=progress,
         )
     info = {
@@ -321,8 +359,8 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
             **({"zoo": relative_ref(zoo, out)} if zoo is not None else {"arch": arch}),
             "checkpoints": {n["name"]: n["source"]["sha256"] for n in nets},
         },
-        "dataset": ds.describe(),
-        "split": split,
+        "dataset": data_info,
+        "split": split if tokens is None else None,
         "num_inputs": len(images),
         "preprocessing": {
             "name": preprocessing or "dataset",
@@ -349,7 +387,7 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
         observers.append(mi_observer)
     stats = collect(
         models,
-        (images, labels),
+        (images, labels) if labels is not None else images,
         layers,
         spatial=spatial,
         batch_size=batch_size,
@@ -373,7 +411,19 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
         for name, ls in stats.layers.items():
             ls.mi = mi_observer.for_layer(name)
     rank0 = not distributed or dist.get_rank() == 0
-    if rank0 and patches and topk and images.ndim == 4:
+    if rank0 and patches and topk and tokens is not None and "input_ids" in images:
+        ids = images["input_ids"]
+        mask = images.get("attention_mask")
+        used: set[int] = set()
+        for ls in stats.layers.values():
+            if ls.map_shape and ls.map_shape[0] == ids.shape[1]:  # a token layer
+                ls.patches = token_windows(ids, ls.topk.index, ls.topk.position, mask=mask)
+                used |= set(np.unique(ls.patches["tokens"]).tolist())
+        if tokens.vocab is not None:
+            stats.info["vocab"] = {
+                str(i): tokens.vocab[i] for i in sorted(used) if 0 <= i < len(tokens.vocab)
+            }
+    if rank0 and patches and topk and isinstance(images, torch.Tensor) and images.ndim == 4:
         first = models[names[0]]
         for name, ls in stats.layers.items():
             ls.patches = topk_patches(

@@ -14,13 +14,16 @@ from convergent.data._preprocess import (
 )
 from convergent.data._registry import available_datasets, load_dataset
 from convergent.data._split import stratified_split
+from convergent.data._tokens import TokenInputs, load_tokens
 
 __all__ = [
     "PREPROCESSING",
     "Dataset",
+    "TokenInputs",
     "available_datasets",
     "describe_preprocessing",
     "load_dataset",
+    "load_tokens",
     "pixels",
     "preprocessed",
     "read_idx",

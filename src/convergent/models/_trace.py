@@ -12,6 +12,7 @@ restored, so tracing a model changes nothing about it (except that lazy modules,
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,20 @@ ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.Threshold,
     nn.GLU,
 )
+
+_ACTIVATION_NAME = re.compile(r"(activation|relu|gelu|silu|swish|mish|tanh|sigmoid|elu)$", re.I)
+
+
+def is_activation(module: nn.Module) -> bool:
+    """Whether a module applies an activation function: one of torch's, or a parameter-free leaf
+    whose class is named like one (``GELUActivation``, ``NewGELUActivation``, ``QuickGELU`` of
+    model libraries)."""
+    if isinstance(module, ACTIVATIONS):
+        return True
+    leaf = not any(True for _ in module.children())
+    has_weights = any(True for _ in module.parameters(recurse=False))
+    return leaf and not has_weights and bool(_ACTIVATION_NAME.search(type(module).__name__))
+
 
 #: Layers with weights whose outputs are pre-activation (the fallback where no activation module
 #: can stand for them).
@@ -157,7 +172,9 @@ def _layout(traced: TracedModule, source: TracedModule | None) -> str | None:
         return "channels_first"
     if isinstance(traced.module, CHANNELS_FIRST_1D):
         return "channels_first"
-    inherits = not traced.leaf or isinstance(traced.module, (*ACTIVATIONS, *PASS_THROUGH))
+    inherits = (
+        not traced.leaf or is_activation(traced.module) or isinstance(traced.module, PASS_THROUGH)
+    )
     if inherits and source is not None and source.layout is not None:
         return source.layout
     return "tokens"
@@ -277,7 +294,7 @@ def choose_default_layers(trace: Trace) -> list[str]:
       so the top of the net is compared too.
     """
     ran = [r for r in trace if r.calls and r.shape is not None and len(r.shape) >= 2]
-    activations = [r for r in ran if r.leaf and isinstance(r.module, ACTIVATIONS)]
+    activations = [r for r in ran if r.leaf and is_activation(r.module)]
     chosen = {r.name: r for r in activations if r.calls == 1}
     for rec in activations:
         if rec.calls > 1:

@@ -545,7 +545,13 @@ def layer_section(
         )
     )
     entries = _patch_entries(layer, p, ra, rb) if patches else []
-    if entries:
+    tokens = _token_table(layer, p, ra, rb, results.run.get("vocab")) if patches else None
+    if tokens is not None:
+        notes.append(
+            "The tokens that drive the best, median and worst matched units most (each unit's top "
+            "activations; the token at the position in brackets, with its neighbours):"
+        )
+    elif entries:
         figures.append(
             draw(
                 fig.patch_grid(entries, names, layer.name),
@@ -597,7 +603,58 @@ def layer_section(
             _means_caption(layer),
         )
     )
-    return {"name": layer.name, "summary": summary, "figures": figures, "notes": notes}
+    return {
+        "name": layer.name,
+        "summary": summary,
+        "figures": figures,
+        "notes": notes,
+        "tokens": tokens,
+    }
+
+
+def _token_text(window: np.ndarray, vocab: Mapping[str, str] | None) -> str:
+    mid = len(window) // 2
+    words = []
+    for i, t in enumerate(window.tolist()):
+        if t < 0:
+            continue
+        word = (vocab or {}).get(str(t), str(t))
+        words.append(f"[{word}]" if i == mid else word)
+    return " ".join(words)
+
+
+def _token_table(
+    layer: LayerAnalysis, p: PairAnalysis, ra: Any, rb: Any, vocab: Mapping[str, str] | None
+) -> dict[str, Any] | None:
+    """For token inputs: the top token contexts of the best, median and worst matched units."""
+    if layer.patch_units is None or layer.patch_tokens is None or not len(layer.patch_units):
+        return None
+    where = {int(u): i for i, u in enumerate(layer.patch_units)}
+    partner, score = p.one_to_one.bipartite_partner, p.one_to_one.bipartite_score
+    live = np.flatnonzero(partner >= 0)
+    if live.size == 0:
+        return None
+    ranked = live[np.argsort(-score[live], kind="stable")]
+    rows = []
+    for label, u in (
+        ("best", ranked[0]),
+        ("median", ranked[len(ranked) // 2]),
+        ("worst", ranked[-1]),
+    ):
+        ua, ub = ra[0] + int(u), rb[0] + int(partner[u])
+        if ua not in where or ub not in where:
+            continue
+        for slot in range(min(3, layer.patch_tokens.shape[1])):
+            rows.append(
+                [
+                    f"{label} (r = {score[u]:.2f})" if slot == 0 else "",
+                    f"{p.net_a} unit {u}: "
+                    + _token_text(layer.patch_tokens[where[ua], slot], vocab),
+                    f"{p.net_b} unit {partner[u]}: "
+                    + _token_text(layer.patch_tokens[where[ub], slot], vocab),
+                ]
+            )
+    return _table(["pair", p.net_a, p.net_b], rows, f"tokens-{layer.name}")
 
 
 def _patch_entries(layer: LayerAnalysis, p: PairAnalysis, ra: Any, rb: Any) -> list[dict]:
