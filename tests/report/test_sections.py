@@ -78,6 +78,7 @@ def test_names_from_files_appear_as_text(tmp_path):
         "summary": summary_section(results, _draw(tmp_path)),
         "similarity": similarity_section(results, _draw(tmp_path)),
         "interpolation": None,
+        "comparison": None,
         "layers": [
             layer_section(results.layers["blk.1"], results.pairs[0], results, _draw(tmp_path))
         ],

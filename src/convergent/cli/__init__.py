@@ -19,6 +19,7 @@ from convergent.cli._align import add_commands as add_align_commands
 from convergent.cli._commands import (
     cmd_analyze,
     cmd_collect,
+    cmd_compare,
     cmd_demo,
     cmd_layers,
     cmd_report,
@@ -305,6 +306,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="png", help="report figure files: png (default), png,svg")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "compare",
+        help="how two nets differ, layer by layer, next to a reference level (a check to run "
+        "after each model update)",
+        description="Collect, analyse and report one pair of nets (two checkpoints, or two nets "
+        "of a zoo; any architecture) in one command, next to the seed-to-seed variation of a "
+        "zoo (--baseline) or, without one, the same architecture at initialisation. Writes "
+        "compare.json and a report; exits with status 1 when a threshold (--fail-under) fails.",
+        parents=[data_options(default=None), model_options(default=None), run_options()],
+    )
+    p.add_argument("a", metavar="A", help="ZOO/NET or a checkpoint file")
+    p.add_argument("b", metavar="B", help="ZOO/NET or a checkpoint file")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="ZOO",
+        help="a zoo whose nets' pairs give the reference level (default: none, the "
+        "initialisation null)",
+    )
+    p.add_argument(
+        "--fail-under",
+        default="",
+        metavar="LAYER:METRIC=VALUE,...",
+        help="thresholds, e.g. fc7:cka=0.9,conv1:bipartite=0.6 (or *:cka=0.8 for every layer); "
+        "errors and distances fail above their value (default: none)",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "test"],
+        help="the split measured (default: test)",
+    )
+    p.add_argument(
+        "--layers", default=None, help="comma-separated layers (default: the model's defaults)"
+    )
+    p.add_argument(
+        "--max-inputs", type=int, default=None, help="only the first N inputs (default: all)"
+    )
+    p.add_argument(
+        "--spatial",
+        default="positions",
+        choices=["positions", "mean"],
+        help="positions: every position is a sample (default); mean: one per input",
+    )
+    p.add_argument(
+        "--inputs",
+        default=None,
+        metavar="FILE",
+        help="token inputs for text models (default: none)",
+    )
+    p.add_argument(
+        "--vocab", default=None, metavar="FILE", help="with --inputs: a vocabulary (default: none)"
+    )
+    p.add_argument("--no-report", action="store_true", help="only compare.json, no report")
+    p.add_argument("--out", default="runs/compare", help="output directory (default: runs/compare)")
+    p.set_defaults(func=cmd_compare)
 
     add_align_commands(sub)
     return parser

@@ -13,9 +13,9 @@ from convergent.cli._common import layer_list, model_kwargs, threads
 from convergent.collect import collect_run, stats_summary
 from convergent.data import load_dataset
 from convergent.models import build_model, describe_layers, example_input
-from convergent.pipeline import run_demo
+from convergent.pipeline import run_compare, run_demo
 from convergent.report import build_report, format_table, terminal_summary
-from convergent.results import analyze_run
+from convergent.results import Threshold, analyze_run
 from convergent.train import default_config, train_zoo, zoo_summary
 
 
@@ -207,4 +207,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     times = ", ".join(f"{k} {v:.1f} s" for k, v in done["seconds"].items())
     print(f"\ntime: {times} (total {sum(done['seconds'].values()):.1f} s)")
     print(f"report: {done['report']}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    threads(args)
+    device = str(resolve_device(args.device))
+    thresholds = Threshold.parse(args.fail_under)
+    done = run_compare(
+        args.a,
+        args.b,
+        args.out,
+        baseline=args.baseline,
+        arch=args.arch,
+        model_kwargs=model_kwargs(args.set, args.arch) if args.arch else model_kwargs(args.set),
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        inputs=args.inputs,
+        vocab=args.vocab,
+        split=args.split,
+        layers=layer_list(args.layers),
+        max_inputs=args.max_inputs,
+        spatial=args.spatial,
+        thresholds=thresholds,
+        report=not args.no_report,
+        device=device,
+    )
+    comparison = done["comparison"]
+    rows = []
+    for name, metrics in comparison.layers.items():
+        row = {"layer": name}
+        for key in ("bipartite", "cka", "refit_4"):
+            m = metrics.get(key)
+            if m is not None:
+                row[key] = None if m.value is None else round(m.value, 3)
+                row[f"{key} ref"] = None if m.reference_mean is None else round(m.reference_mean, 3)
+        rows.append(row)
+    print(format_table(rows))
+    print(
+        f"reference: {comparison.reference_kind} ({len(comparison.reference_pairs)} pairs); "
+        "'ref' columns are the reference mean"
+    )
+    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done["seconds"].items()))
+    print(f"comparison: {os.path.join(args.out, 'compare.json')}")
+    if done["report"] is not None:
+        print(f"report: {done['report']}")
+    if comparison.failed:
+        for line in comparison.failed:
+            print(f"FAILED {line}", file=sys.stderr)
+        return 1
+    if comparison.thresholds:
+        print(f"all {len(comparison.thresholds)} threshold(s) pass")
     return 0

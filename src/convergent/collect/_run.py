@@ -29,7 +29,7 @@ from convergent.collect._samples import is_channels_first
 from convergent.data import describe_preprocessing, load_dataset, load_tokens, preprocessed
 from convergent.stats import FIT_DIR, STATS_FORMAT, Statistics
 from convergent.stats._directory import STATS_VERSION
-from convergent.zoo import load_net, load_zoo
+from convergent.zoo import dataset_of_zoo, load_net, load_zoo
 
 SPLITS = ("train", "test")
 MI_PAIRS = ("none", "first", "all")
@@ -60,7 +60,9 @@ def _dataset_identity(ds: Any) -> dict[str, Any]:
     }
 
 
-def _nets_from_zoo(zoo_dir: Path, out: Path) -> tuple[dict[str, nn.Module], list[dict], str]:
+def _nets_from_zoo(
+    zoo_dir: Path, out: Path
+) -> tuple[dict[str, nn.Module], list[dict], tuple[str, int | None]]:
     zoo = load_zoo(zoo_dir)
     models = zoo.models()
     nets = []
@@ -85,7 +87,7 @@ def _nets_from_zoo(zoo_dir: Path, out: Path) -> tuple[dict[str, nn.Module], list
                 },
             }
         )
-    return models, nets, zoo.manifest["settings"]["dataset"]
+    return models, nets, dataset_of_zoo(zoo)
 
 
 def _nets_from_checkpoints(
@@ -145,6 +147,8 @@ def collect_run(
     fit_inputs: int | None = 10000,
     inputs: str | os.PathLike | None = None,
     vocab: str | os.PathLike | None = None,
+    nets: tuple[Mapping[str, nn.Module], Sequence[Mapping[str, Any]]] | None = None,
+    subset: int | None = None,
     progress: bool | None = None,
 ) -> Statistics:
     """Collect statistics of a zoo's nets (or of ``arch`` + ``checkpoints``) and write them to ``out``.
@@ -158,8 +162,10 @@ def collect_run(
     Parameters
     ----------
     zoo : path, optional
-        A zoo directory (from ``convergent train``); or ``arch`` and ``checkpoints``.
+        A zoo directory (from ``convergent train``); or ``arch`` and ``checkpoints``; or ``nets``.
     dataset, data_dir : the data (default: the zoo's dataset).
+    subset : int, optional
+        The training subset the nets' inputs are normalised with (a zoo records its own).
     split : {'train', 'test'}
     layers : sequence of str, optional
         Dotted layer names (default: the model's default layers, in forward order).
@@ -188,6 +194,10 @@ def collect_run(
     vocab : path, optional
         With ``inputs``: a vocabulary (one token per line) so the report shows the tokens that
         drive units.
+    nets : (models, records), optional
+        Nets already loaded: ``{name: module}`` and one record per net (``name``, ``arch``,
+        ``kwargs``, ``source`` with a ``sha256`` identifying its weights; e.g. from
+        ``convergent compare``). Goes with ``dataset`` (or ``inputs``).
     fit_split : {'train', 'test'}, optional
         Also collect the joint moments of this other split (at most ``fit_inputs`` inputs) into
         ``out/fit``: ``convergent analyze`` then fits one-to-many prediction there and scores it
@@ -195,9 +205,12 @@ def collect_run(
     """
     if split not in SPLITS:
         raise ValueError(f"The 'split' parameter must be one of {SPLITS}. Got {split!r} instead.")
-    if (zoo is None) == (arch is None):
+    if nets is not None:
+        if zoo is not None or arch is not None or checkpoints:
+            raise ValueError("Give either loaded nets or a zoo / checkpoint files, not both.")
+    elif (zoo is None) == (arch is None):
         raise ValueError("Give either a zoo directory or an architecture with --checkpoint files.")
-    if zoo is None and not checkpoints:
+    elif zoo is None and not checkpoints:
         raise ValueError("An architecture needs at least one --checkpoint file.")
     mi = {True: "first", False: "none"}.get(mi, mi) if isinstance(mi, bool) else mi
     if mi not in MI_PAIRS:
@@ -232,6 +245,8 @@ def collect_run(
             fit_inputs=fit_inputs,
             inputs=inputs,
             vocab=vocab,
+            nets=nets,
+            subset=subset,
             progress=progress,
         )
     finally:
@@ -245,12 +260,13 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
     """The body of :func:`collect_run`, inside an initialised process group when there is one."""
     zoo, arch, checkpoints, split = kw["zoo"], kw["arch"], kw["checkpoints"], kw["split"]
     model_kwargs, dataset, data_dir = kw["model_kwargs"], kw["dataset"], kw["data_dir"]
+    subset = kw["subset"]
     layers, spatial, batch_size, topk = kw["layers"], kw["spatial"], kw["batch_size"], kw["topk"]
     exact, device, max_inputs = kw["exact"], kw["device"], kw["max_inputs"]
     kernel_sums, pooled, mi, mi_bins = kw["kernel_sums"], kw["pooled"], kw["mi"], kw["mi_bins"]
     mi_inputs, patches, preprocessing = kw["mi_inputs"], kw["patches"], kw["preprocessing"]
     fit_split, fit_inputs, progress = kw["fit_split"], kw["fit_inputs"], kw["progress"]
-    token_file, vocab = kw["inputs"], kw["vocab"]
+    token_file, vocab, loaded = kw["inputs"], kw["vocab"], kw["nets"]
     if fit_split is not None:
         if fit_split not in SPLITS or fit_split == split:
             raise ValueError(
@@ -274,12 +290,18 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
         data_identity = {"name": "tokens", "sha256": tokens.sha256}
         data_info = {**tokens.describe(), "source": relative_ref(token_file, out)}
     else:
-        if zoo is not None:
-            models, nets, zoo_dataset = _nets_from_zoo(Path(zoo), out)
-            dataset = dataset or zoo_dataset
-            ds = load_dataset(dataset, data_dir)
+        if loaded is not None:
+            ds = load_dataset(dataset or "digits", data_dir, subset=subset)
+            models, nets = dict(loaded[0]), [dict(n) for n in loaded[1]]
+        elif zoo is not None:
+            models, nets, (zoo_dataset, zoo_subset) = _nets_from_zoo(Path(zoo), out)
+            # the nets were normalised with the statistics of the training subset they saw
+            same = dataset is None or dataset == zoo_dataset
+            ds = load_dataset(
+                dataset or zoo_dataset, data_dir, subset=zoo_subset if same else subset
+            )
         else:
-            ds = load_dataset(dataset or "digits", data_dir)
+            ds = load_dataset(dataset or "digits", data_dir, subset=subset)
             models, nets = _nets_from_checkpoints(
                 arch, checkpoints, dict(model_kwargs or {}), ds, out
             )
@@ -351,11 +373,13 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
             fit_inputs=None,
             inputs=None,
             vocab=None,
+            nets=kw["nets"],
+            subset=subset,
             progress=progress,
         )
     info = {
         "source": {
-            "kind": "zoo" if zoo is not None else "checkpoints",
+            "kind": "zoo" if zoo is not None else ("checkpoints" if loaded is None else "nets"),
             **({"zoo": relative_ref(zoo, out)} if zoo is not None else {"arch": arch}),
             "checkpoints": {n["name"]: n["source"]["sha256"] for n in nets},
         },

@@ -28,10 +28,13 @@ from convergent._version import __version__
 from convergent.analysis import LayerAnalysis, PairAnalysis
 from convergent.report import _figures as fig
 from convergent.results import (
+    COMPARE_FILE,
     INTERPOLATION_FILE,
+    Comparison,
     Interpolation,
     Results,
     fit_convention,
+    load_comparison,
     load_interpolation,
     load_results,
     summary_columns,
@@ -359,6 +362,78 @@ def interpolation_section(data: Interpolation, draw: Any) -> dict[str, Any]:
     if data.merge:
         out["merge"] = merge_table(data.merge)
     return out
+
+
+COMPARISON_KEYS = (
+    "bipartite",
+    "cka",
+    "debiased_cka",
+    "semi",
+    "refit_4",
+    "one_to_one",
+    "procrustes",
+)
+
+
+def comparison_section(comparison: Comparison, results: Results, draw: Any) -> dict[str, Any]:
+    """The pair next to the reference level, layer by layer, and the thresholds' verdict."""
+    columns = {c.key: c for c in summary_columns(results)}
+    keys = [k for k in COMPARISON_KEYS if k in columns]
+    rows = []
+    for name, metrics in comparison.layers.items():
+        for key in keys:
+            m = metrics.get(key)
+            if m is None:
+                continue
+            reference = (
+                "\u2013"
+                if m.reference_mean is None
+                else f"{m.reference_mean:.3f} \u00b1 {m.reference_std:.3f} "
+                f"({m.reference_min:.3f} to {m.reference_max:.3f})"
+            )
+            verdict = "less alike than every reference pair" if m.outside_reference else ""
+            rows.append([name, columns[key].label, _fmt(m.value), reference, verdict])
+    kind = (
+        "the seed-to-seed variation of the baseline zoo"
+        if comparison.reference_kind == "zoo"
+        else "the same architecture at initialisation (two seeds): the level before any learning"
+    )
+    shown = [k for k in ("bipartite", "cka") if k in keys]
+    figure = draw(
+        fig.comparison_bands(
+            list(comparison.layers),
+            {k: [comparison.layers[n][k] for n in comparison.layers] for k in shown},
+            {k: columns[k].description.split(",")[0] for k in shown},
+            comparison.pair,
+        ),
+        "comparison",
+        "the pair against the reference level",
+        f"{comparison.pair} per layer against {kind} ({len(comparison.reference_pairs)} pairs: "
+        "the band spans them).",
+    )
+    timing = ", ".join(f"{k} {v:.1f} s" for k, v in comparison.seconds.items())
+    if comparison.thresholds:
+        verdict = (
+            "All thresholds pass."
+            if comparison.ok
+            else "Failed thresholds: " + "; ".join(comparison.failed) + "."
+        )
+    else:
+        verdict = "No thresholds were set."
+    return {
+        "text": (
+            f"{comparison.pair} compared with {kind}. For errors and distances (1-to-1, refit, "
+            "Procrustes) smaller means more alike; for the rest larger does. "
+            f"{verdict}" + (f" The check took {timing}." if timing else "")
+        ),
+        "table": _table(
+            ["layer", "metric", comparison.pair, "reference: mean \u00b1 std (range)", ""],
+            rows,
+            "comparison-table",
+        ),
+        "figure": figure,
+        "ok": comparison.ok,
+    }
 
 
 def merge_table(merge: Mapping[str, Any]) -> dict[str, Any]:
@@ -701,6 +776,7 @@ def build_report(
     interpolation: str | os.PathLike | None = None,
     formats: Sequence[str] = ("png",),
     all_pairs: bool = False,
+    comparison: str | os.PathLike | None = None,
     progress: bool | None = None,
 ) -> Path:
     """Write the report of an ``analyze`` results directory; return the HTML file's path.
@@ -723,6 +799,9 @@ def build_report(
         Figure files to write (PNG is always written: the page embeds it).
     all_pairs : bool
         Correlation matrices of every pair per layer, not only ``pair``'s.
+    comparison : path, optional
+        Output directory of ``convergent compare`` (its ``compare.json``): the pair next to the
+        reference level (default: beside ``results_dir``, if there is one).
     """
     results_dir = Path(results_dir)
     if not (results_dir / "results.json").is_file():
@@ -746,6 +825,10 @@ def build_report(
     interp = None
     if interpolation is not None or (interp_dir / INTERPOLATION_FILE).is_file():
         interp = load_interpolation(interp_dir)
+    compare_dir = Path(comparison) if comparison is not None else results_dir.parent
+    compared = None
+    if comparison is not None or (compare_dir / COMPARE_FILE).is_file():
+        compared = load_comparison(compare_dir)
     out = Path(out) if out is not None else results_dir / "report"
     draw = _Figures(out / "figures", formats)
     rows = summary_rows(results)
@@ -763,6 +846,7 @@ def build_report(
         "summary": summary_section(results, draw),
         "similarity": similarity_section(results, draw),
         "interpolation": interpolation_section(interp, draw) if interp is not None else None,
+        "comparison": comparison_section(compared, results, draw) if compared is not None else None,
         "layers": [],
     }
     with bar(total=len(results.layers), progress=progress, desc="report", unit="layer") as pbar:
@@ -774,6 +858,7 @@ def build_report(
     context["nav"] = (
         [{"anchor": "run", "text": "run"}, {"anchor": "summary", "text": "summary"}]
         + [{"anchor": "similarity", "text": "whole-layer similarity"}]
+        + ([{"anchor": "comparison", "text": "comparison"}] if compared is not None else [])
         + ([{"anchor": "interpolation", "text": "interpolation"}] if interp is not None else [])
         + [{"anchor": f"layer-{name}", "text": name} for name in results.layers]
     )

@@ -491,3 +491,28 @@ def interpolation(curves: Mapping[str, Any], title: str) -> Any:
         )
     fig.suptitle(title)
     return fig
+
+
+def comparison_bands(
+    layers: Sequence[str], values: Mapping[str, Sequence[Any]], labels: Mapping[str, str], pair: str
+) -> Any:
+    """Per layer, the pair's value of each metric over the reference pairs' range (a band from
+    their minimum to maximum, their mean as a dashed line): one panel per metric."""
+    keys = list(values)
+    fig, axes = _figure(1, len(keys), figsize=(4.2 * len(keys) + 0.6, 3.8), squeeze=False)
+    x = np.arange(len(layers))
+    for ax, key in zip(axes.flat, keys):
+        rows = values[key]
+        low = np.array([np.nan if r.reference_min is None else r.reference_min for r in rows])
+        high = np.array([np.nan if r.reference_max is None else r.reference_max for r in rows])
+        mean = np.array([np.nan if r.reference_mean is None else r.reference_mean for r in rows])
+        own = np.array([np.nan if r.value is None else r.value for r in rows])
+        ax.fill_between(x, low, high, color=PALETTE[1], alpha=0.35, label="reference pairs (range)")
+        ax.plot(x, mean, color=PALETTE[4], ls="--", label="reference mean")
+        ax.plot(x, own, color=PALETTE[5], marker="o", label=pair)
+        ax.set_title(labels[key])
+        ax.set_xticks(x, layers, rotation=30, ha="right")
+        ax.set_xlabel("layer (input \u2192 output)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    return fig

@@ -11,6 +11,16 @@ from convergent.results._columns import (
     summary_csv,
     summary_rows,
 )
+from convergent.results._compare import (
+    COMPARE_FILE,
+    Comparison,
+    MetricComparison,
+    Threshold,
+    closer_when_smaller,
+    compare_pair,
+    load_comparison,
+    save_comparison,
+)
 from convergent.results._interpolation import (
     INTERPOLATION_FILE,
     Interpolation,
@@ -24,6 +34,14 @@ from convergent.results._results import (
 )
 
 __all__ = [
+    "COMPARE_FILE",
+    "Comparison",
+    "MetricComparison",
+    "Threshold",
+    "closer_when_smaller",
+    "compare_pair",
+    "load_comparison",
+    "save_comparison",
     "INTERPOLATION_FILE",
     "RESULTS_FORMAT",
     "Column",

@@ -89,6 +89,7 @@ def analyze_run(
     fit: str | os.PathLike | None = None,
     layers: list[str] | None = None,
     mi: bool = True,
+    pairs: list[tuple[str, str]] | None = None,
     progress: bool | None = None,
 ) -> Results:
     """Run every analysis over every layer and pair of a statistics directory; write ``out``.
@@ -103,8 +104,9 @@ def analyze_run(
 
     Everything else (matchings, clusters, similarity) is computed on ``STATS``. Mutual-information
     matching runs where the statistics hold joint histograms (``collect --mi``), unless ``mi`` is
-    false. An existing ``out`` made from the same statistics (by checksum) and settings is reused;
-    an interrupted run resumes with the layers it had not finished.
+    false. ``pairs`` limits the analysis to some pairs of nets (default: every pair). An existing
+    ``out`` made from the same statistics (by checksum) and settings is reused; an interrupted run
+    resumes with the layers it had not finished.
     """
     settings = settings or AnalysisSettings()
     similarity = similarity or SimilaritySettings()
@@ -150,6 +152,7 @@ def analyze_run(
         "similarity": similarity.to_dict(),
         "layers": list(stats.layers),
         "mi": bool(mi),
+        "pairs": [list(p) for p in pairs] if pairs is not None else None,
     }
     inputs = {
         "stats": relative_ref(stats_dir, out),
@@ -157,7 +160,13 @@ def analyze_run(
     }
     if reuse_or_refuse(out, RESULTS_FORMAT, identity, what="results", version=RESULTS_VERSION):
         return load_results(out)
-    pairs = net_pairs(stats.nets)
+    if pairs is None:
+        pairs = net_pairs(stats.nets)
+    else:
+        pairs = [(str(a), str(b)) for a, b in pairs]
+        unknown = sorted({n for p in pairs for n in p} - set(stats.nets))
+        if unknown:
+            raise ValueError(f"No nets {unknown} in {stats_dir}. Nets: {stats.nets}.")
     t0 = time.perf_counter()
     partial = out / "partial"
     done_identity = partial / "identity.json"
@@ -187,6 +196,7 @@ def analyze_run(
                 fit=other[name] if fit is not None else None,
                 held_out=(layer if fit is not None else other[name]) if other is not None else None,
                 similarity=similarity,
+                pairs=pairs,
                 mi=layer.mi if mi else {},
                 on_pair=lambda *_: pbar.update(1),
             )

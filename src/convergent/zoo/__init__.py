@@ -16,6 +16,7 @@ from convergent.zoo._evaluate import evaluate
 from convergent.zoo._refs import (
     Net,
     checkpoint_metadata,
+    dataset_of_zoo,
     load_dataset_for,
     load_net,
     load_pair,
@@ -44,6 +45,7 @@ __all__ = [
     "Zoo",
     "checkpoint_bytes",
     "checkpoint_metadata",
+    "dataset_of_zoo",
     "describe_check",
     "evaluate",
     "inspect_checkpoint",
