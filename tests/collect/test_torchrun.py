@@ -34,7 +34,7 @@ def test_two_process_collect_equals_single_process(tmp_path):
         mi="all",
         mi_inputs=300,
         fit_split="train",
-        fit_inputs=200,
+        fit_inputs=60,
         progress=False,
     )
     env = {
@@ -66,7 +66,7 @@ def test_two_process_collect_equals_single_process(tmp_path):
         "--mi-inputs",
         "300",
         "--fit-inputs",
-        "200",
+        "60",
         "--out",
         str(tmp_path / "dist"),
     ]
@@ -109,6 +109,6 @@ def test_two_process_collect_equals_single_process(tmp_path):
         Statistics.load(tmp_path / "single" / "fit"),
         Statistics.load(tmp_path / "dist" / "fit"),
     )
-    assert fit_a.info["split"] == fit_b.info["split"] == "train" and fit_b.num_inputs == 200
+    assert fit_a.info["split"] == fit_b.info["split"] == "train" and fit_b.num_inputs == 60
     for layer in ["conv1", "conv4", "fc7"]:
         close(fit_b[layer].moments.comoment, fit_a[layer].moments.comoment, f"fit {layer}")

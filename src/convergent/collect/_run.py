@@ -29,7 +29,7 @@ from convergent.collect._samples import is_channels_first
 from convergent.data import describe_preprocessing, load_dataset, load_tokens, preprocessed
 from convergent.stats import FIT_DIR, STATS_FORMAT, Statistics
 from convergent.stats._directory import STATS_VERSION
-from convergent.zoo import dataset_of_zoo, load_net, load_zoo
+from convergent.zoo import checkpoint_metadata, dataset_of_zoo, load_net, load_zoo
 
 SPLITS = ("train", "test")
 MI_PAIRS = ("none", "first", "all")
@@ -88,6 +88,16 @@ def _nets_from_zoo(
             }
         )
     return models, nets, dataset_of_zoo(zoo)
+
+
+def _subset_of(checkpoints: Sequence[str | os.PathLike], dataset: str) -> int | None:
+    """The training subset recorded in checkpoints made by convergent for ``dataset`` (their
+    inputs were normalised with its statistics), when they all agree; else None."""
+    found = set()
+    for path in checkpoints:
+        meta = checkpoint_metadata(Path(path))
+        found.add(meta.get("subset") if meta.get("dataset") == dataset else None)
+    return found.pop() if len(found) == 1 else None
 
 
 def _nets_from_checkpoints(
@@ -301,7 +311,10 @@ def _collect_run(out: Path, **kw: Any) -> Statistics:
                 dataset or zoo_dataset, data_dir, subset=zoo_subset if same else subset
             )
         else:
-            ds = load_dataset(dataset or "digits", data_dir, subset=subset)
+            dataset = dataset or "digits"
+            if subset is None:  # the training subset the checkpoints say they were normalised with
+                subset = _subset_of(checkpoints, dataset)
+            ds = load_dataset(dataset, data_dir, subset=subset)
             models, nets = _nets_from_checkpoints(
                 arch, checkpoints, dict(model_kwargs or {}), ds, out
             )

@@ -438,7 +438,14 @@ def train_zoo(
             callback=callback,
         )
         ckpt = out / (recorded["checkpoint"] if recorded else f"{name}.safetensors")
-        meta = {"name": name, "arch": arch, "kwargs": kwargs, "seeds": net_seeds}
+        meta = {
+            "name": name,
+            "arch": arch,
+            "kwargs": kwargs,
+            "seeds": net_seeds,
+            "dataset": dataset.name,
+            "subset": dataset.subset,
+        }
         record = NetRecord(
             name=name,
             arch=arch,
