@@ -4,6 +4,7 @@ said as such, navigation, the merge table, and figure formats."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -173,3 +174,32 @@ def test_report_navigation_formats_and_pairs(tiny_demo, tmp_path):
     assert (tmp_path / "r" / "figures" / "conv1_matrices.svg").is_file()
     with pytest.raises(ValueError, match="'formats' parameter must name formats among"):
         build_report(out / "results", tmp_path / "r2", formats=("gif",))
+
+
+def test_layers_of_one_kind_over_depth_get_their_own_curves(tmp_path):
+    from convergent.report._figures import block_kinds
+
+    kinds = block_kinds(["embed", "block1", "block1.mlp.act", "block2", "block2.mlp.act", "head"])
+    assert kinds == {
+        "block*": [(1, "block1"), (2, "block2")],
+        "block*.mlp.act": [(1, "block1.mlp.act"), (2, "block2.mlp.act")],
+    }
+    assert block_kinds(["conv1", "fc6"]) == {}
+    base = _results(("a", "b"))
+    layer = base.layers["blk.1"]
+    names = ["block1", "block1.mlp.act", "block2", "block2.mlp.act"]
+    results = Results(
+        nets=base.nets,
+        pairs=base.pairs,
+        layers={n: dataclasses.replace(layer, name=n) for n in names},
+        settings=base.settings,
+        run=base.run,
+    )
+    section = summary_section(results, _draw(tmp_path))
+    assert section["blocks"] is not None
+    cka = layer.pairs["a~b"].similarity["cka"]
+    assert (
+        f"block*.mlp.act: bipartite {layer.pairs['a~b'].one_to_one.bipartite:.2f}, CKA {cka:.2f}"
+        in (section["blocks"]["caption"])
+    )
+    assert summary_section(base, _draw(tmp_path))["blocks"] is None

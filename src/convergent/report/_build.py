@@ -225,7 +225,17 @@ def summary_section(results: Results, draw: Any) -> dict[str, Any]:
         if len(keys) >= 3
         else [(c.key, c.label) for c in columns if c.key in keys]
     )
+    kinds = fig.block_kinds([r["layer"] for r in rows])
+    blocks = None
+    if len(kinds) >= 2 or any(len(v) >= 3 for v in kinds.values()):
+        blocks = draw(
+            fig.block_trends(summary_rows(results), kinds),
+            "blocks",
+            "matching and CKA per block over depth",
+            _blocks_caption(summary_rows(results), kinds),
+        )
     return {
+        "blocks": blocks,
         "text": TEXT["summary"],
         "table": _table([c.label for c in columns], table, "summary-table"),
         "details": _table([c.label for c in details], detail, "details-table"),
@@ -239,6 +249,23 @@ def summary_section(results: Results, draw: Any) -> dict[str, Any]:
             _trend_caption(rows),
         ),
     }
+
+
+def _blocks_caption(rows: Sequence[Mapping[str, Any]], kinds: Mapping[str, Any]) -> str:
+    by_name = {r["layer"]: r for r in rows}
+    parts = []
+    for kind, members in kinds.items():
+        bip = [by_name[n].get("bipartite") for _, n in members]
+        cka = [by_name[n].get("cka") for _, n in members]
+        bip = [v for v in bip if v is not None]
+        cka = [v for v in cka if v is not None]
+        if bip and cka:
+            parts.append(f"{kind}: bipartite {np.mean(bip):.2f}, CKA {np.mean(cka):.2f}")
+    return (
+        "Each kind of layer over depth (means over blocks: " + "; ".join(parts) + "). Where CKA "
+        "stays high while unit matching is low, the nets share the subspace but not its basis "
+        "(a transformer's residual stream has no privileged basis; its FFN units do)."
+    )
 
 
 def _trend_caption(rows: Sequence[Mapping[str, Any]]) -> str:

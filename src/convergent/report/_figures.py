@@ -10,6 +10,7 @@ covers no data. Unit axes have integer ticks. Figures are plain ``Figure`` objec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -515,4 +516,45 @@ def comparison_bands(
         ax.set_xlabel("layer (input \u2192 output)")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    return fig
+
+
+_BLOCK = re.compile(r"^(?P<prefix>.*?)(?P<index>\d+)(?P<suffix>(\..*)?)$")
+
+
+def block_kinds(layers: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+    """Layers grouped by kind over depth: ``block3.mlp.act`` is kind ``block*.mlp.act`` at depth 3.
+    Only kinds present at two depths or more are kept."""
+    kinds: dict[str, list[tuple[int, str]]] = {}
+    for name in layers:
+        m = _BLOCK.match(name)
+        if m:
+            kind = f"{m['prefix']}*{m['suffix'] or ''}"
+            kinds.setdefault(kind, []).append((int(m["index"]), name))
+    return {k: sorted(v) for k, v in kinds.items() if len(v) >= 2}
+
+
+def block_trends(
+    rows: Sequence[Mapping[str, Any]], kinds: Mapping[str, Sequence[tuple[int, str]]]
+) -> Any:
+    """Per kind of layer (e.g. a transformer's residual stream ``block*`` and FFN units
+    ``block*.mlp.act``), matching and CKA over block depth: a unit basis shared across nets shows
+    as bipartite matching close to CKA; a subspace shared in another basis as CKA far above it."""
+    by_name = {r["layer"]: r for r in rows}
+    fig, (ax1, ax2) = _figure(1, 2, figsize=(10.5, 3.8))
+    styles = list(zip(PALETTE[:3] + PALETTE[4:], "os^vDPX"))
+    for (kind, members), (color, marker) in zip(kinds.items(), styles * 3):
+        depth = [d for d, _ in members]
+        for ax, key in ((ax1, "bipartite"), (ax2, "cka")):
+            values = [by_name.get(n, {}).get(key) for _, n in members]
+            values = [np.nan if v is None else v for v in values]
+            ax.plot(depth, values, color=color, marker=marker, label=kind)
+    ax1.set_title("One-to-one matching over depth (mean bipartite r)")
+    ax2.set_title("Whole-layer similarity over depth (linear CKA)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("block (depth)")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        _integer_ticks((ax, "x"))
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
     return fig
