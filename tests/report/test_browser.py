@@ -42,6 +42,11 @@ def test_report_renders_in_headless_chromium(tiny_demo, tmp_path):
             )
             rows = page.locator("#summary-table tbody tr").count()
             layers = len(done["results"].layers)
+            nav = page.eval_on_selector_all("#nav a", "links => links.map(a => a.hash)")
+            # the navigation bar stays on screen and every link lands on its section
+            page.click(f'#nav a[href="#layer-{list(done["results"].layers)[-1]}"]')
+            landed = page.evaluate("window.location.hash")
+            nav_visible = page.locator("#nav").is_visible()
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=False)
         finally:
@@ -50,4 +55,8 @@ def test_report_renders_in_headless_chromium(tiny_demo, tmp_path):
     assert len(sizes) >= 1 + 5 * layers  # trends + per-layer figures
     assert all(complete and w > 0 and h > 0 for complete, w, h in sizes), sizes
     assert rows == layers
+    assert nav == ["#run", "#summary", "#similarity"] + [
+        f"#layer-{n}" for n in done["results"].layers
+    ]
+    assert landed == f"#layer-{list(done['results'].layers)[-1]}" and nav_visible
     assert shot.stat().st_size > 10_000
