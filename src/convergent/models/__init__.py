@@ -13,11 +13,13 @@ from convergent.models._registry import (
     resolve_factory,
 )
 from convergent.models._resnet import ResNet
+from convergent.models._vit import ViT
 
 __all__ = [
     "MLP",
     "ConvNet",
     "ResNet",
+    "ViT",
     "available_architectures",
     "build_model",
     "check_kwargs",
