@@ -33,9 +33,12 @@ every input is one sample, as every position of a conv map is); ``embed`` is a c
 positions are the patches.
 
 The hidden units sit behind an elementwise nonlinearity, so their basis is privileged (permuting
-them is a symmetry, rotating them is not); the residual stream is only ever read through LayerNorm
-and linear maps, so it has no privileged basis beyond LayerNorm's per-unit gain. Unit matching is
-expected to find the former, not the latter, while whole-layer similarity (CKA) sees both.
+them is a symmetry, rotating them is not); the residual stream is only written by linear maps and
+read through LayerNorm, so with uniform LayerNorm gains any rotation that fixes the all-ones
+direction is a symmetry, and only the learned per-unit gains privilege its basis. On digits (4 nets,
+default settings) the residual stream's cross-seed bipartite matching equals that after a random
+rotation of one net's units (excess -0.01 to 0.00, CKA 0.64-0.78), while the FFN units match 0.04
+to 0.06 above that control.
 """
 
 from __future__ import annotations
