@@ -21,7 +21,7 @@ from convergent.models import (
 )
 
 
-@pytest.mark.parametrize("arch", ["convnet", "mlp", "resnet"])
+@pytest.mark.parametrize("arch", ["convnet", "mlp", "resnet", "vit"])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 5, 7)])
 def test_every_architecture_adapts_to_input_shape(arch, shape):
     c, h, w = shape
@@ -119,7 +119,7 @@ def test_describe_layers_marks_defaults_and_counts_parameters():
 
 
 def test_available_and_register():
-    assert available_architectures() == ["convnet", "mlp", "resnet"]
+    assert available_architectures() == ["convnet", "mlp", "resnet", "vit"]
     with pytest.raises(ValueError, match="already registered"):
         register_architecture("mlp", MLP)
     with pytest.raises(ValueError, match="may not contain ':'"):

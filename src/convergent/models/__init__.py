@@ -17,11 +17,13 @@ from convergent.models._registry import (
     validate_model_kwargs,
 )
 from convergent.models._resnet import ResNet
+from convergent.models._vit import ViT
 
 __all__ = [
     "MLP",
     "ConvNet",
     "ResNet",
+    "ViT",
     "available_architectures",
     "build_for",
     "build_model",

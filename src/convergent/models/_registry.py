@@ -19,11 +19,13 @@ from convergent.models._convnet import ConvNet
 from convergent.models._mlp import MLP
 from convergent.models._resnet import ResNet
 from convergent.models._trace import WEIGHTED, choose_default_layers, trace
+from convergent.models._vit import ViT
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "convnet": ConvNet,
     "mlp": MLP,
     "resnet": ResNet,
+    "vit": ViT,
 }
 
 #: Arguments that describe the data rather than the architecture; the trainer fills them in.
@@ -165,7 +167,7 @@ def build_model(
     Parameters
     ----------
     arch : str
-        A built-in name (``convnet``, ``mlp``, ``resnet``) or ``package.module:factory``.
+        A built-in name (``convnet``, ``mlp``, ``resnet``, ``vit``) or ``package.module:factory``.
     in_channels, input_size, num_classes : optional
         The data's shape; passed on to factories that accept them (all built-ins do). The model's
         layers can then be listed in forward order without an example input.
