@@ -176,3 +176,38 @@ def test_summary_over_pairs_and_errors():
         semi_matching(np.ones(3))
     with pytest.raises(ValueError, match="NaN or infinite"):
         bipartite_matching(np.array([[np.nan]]))
+
+
+def test_rotation_control_tells_a_shared_basis_from_a_shared_subspace():
+    from scipy.stats import ortho_group
+
+    from convergent.analysis import rotation_control
+    from tests.helpers.planted import joint_moments
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5000, 10)) @ np.diag(np.linspace(1, 3, 10))
+    permuted = a[:, rng.permutation(10)] + 0.2 * rng.normal(size=a.shape)
+    rotated = a @ ortho_group.rvs(10, random_state=4) + 0.2 * rng.normal(size=a.shape)
+    for b, shares_basis in ((permuted, True), (rotated, False)):
+        m = joint_moments(a, b)
+        corr = m.corr()
+        matched = bipartite_matching(corr[:10, 10:]).mean
+        control = rotation_control(m, (0, 10), (10, 20), repeats=5)
+        if shares_basis:
+            assert matched > 0.9 and matched - control > 0.4
+        else:
+            assert abs(matched - control) < 0.1
+    # against the arrays: the same rotations applied to B's activations
+    m = joint_moments(a, permuted)
+    got = rotation_control(m, (0, 10), (10, 20), repeats=2, seed=7)
+    gen = np.random.default_rng(7)
+    want = []
+    for _ in range(2):
+        q, r = np.linalg.qr(gen.normal(size=(10, 10)))
+        q = q * np.sign(np.diag(r))
+        both = np.corrcoef(np.concatenate([a, permuted @ q], axis=1).T)
+        want.append(bipartite_matching(both[:10, 10:]).mean)
+    assert got == pytest.approx(np.mean(want), abs=1e-10)
+    with pytest.raises(ValueError, match="'repeats' parameter must be an integer >= 1"):
+        rotation_control(m, (0, 10), (10, 20), repeats=0)
+    assert rotation_control(m, (0, 10), (10, 20), dead=list(range(10, 20))) == 0.0

@@ -23,7 +23,12 @@ from convergent._errors import ConvergentError
 from convergent.analysis._joint import pair_blocks
 from convergent.analysis._means import compare_means
 from convergent.analysis._mi import mutual_information_matrix
-from convergent.analysis._one_to_one import bipartite_matching, compare_pair, semi_matching
+from convergent.analysis._one_to_one import (
+    bipartite_matching,
+    compare_pair,
+    rotation_control,
+    semi_matching,
+)
 from convergent.analysis._refit import REFIT_CONVENTION
 from convergent.analysis._similarity import (
     SimilaritySettings,
@@ -113,6 +118,9 @@ class OneToOne:
     unique_b: int
     semi_all_units: float
     bipartite_all_units: float
+    #: the bipartite match against randomly rotated copies of B (see ``rotation_control``): what a
+    #: shared subspace gives without a shared basis
+    bipartite_rotated: float
     semi_partner: np.ndarray = array_field()
     semi_score: np.ndarray = array_field()
     semi_sorted: np.ndarray = array_field()
@@ -269,7 +277,9 @@ def net_pairs(nets: Sequence[str]) -> list[tuple[str, str]]:
     return list(combinations(nets, 2))
 
 
-def _one_to_one(corr: np.ndarray, dead: np.ndarray, ra: Any, rb: Any, names: Any, s: Any) -> Any:
+def _one_to_one(
+    moments: Any, corr: np.ndarray, dead: np.ndarray, ra: Any, rb: Any, names: Any, s: Any
+) -> Any:
     kwargs = {
         "names": names,
         "thresholds": s.thresholds,
@@ -298,6 +308,9 @@ def _one_to_one(corr: np.ndarray, dead: np.ndarray, ra: Any, rb: Any, names: Any
         unique_b=d["unique_b"],
         semi_all_units=every.semi.mean,
         bipartite_all_units=every.bipartite.mean,
+        bipartite_rotated=rotation_control(
+            moments, ra, rb, dead=dead, seed=s.seed, absolute=s.absolute
+        ),
         semi_partner=arrays["semi_partner"],
         semi_score=arrays["semi_score"],
         semi_sorted=arrays["semi_sorted"],
@@ -497,7 +510,7 @@ def analyze_layer(
     for a, b in pairs:
         key = pair_key(a, b)
         ra, rb = ranges[a], ranges[b]
-        one, match = _one_to_one(corr, dead, ra, rb, (a, b), settings)
+        one, match = _one_to_one(moments, corr, dead, ra, rb, (a, b), settings)
         blocks = pair_blocks(moments, nets=(a, b), unit_ranges=ranges)
         table[(a, b)] = pair_similarity(blocks, sim_settings)
         info = _mutual_information(mi[key], match.bipartite.partner) if key in mi else None

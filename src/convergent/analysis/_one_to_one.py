@@ -365,3 +365,45 @@ def summarize_pairs(pairs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
         for k in keys
     }
+
+
+def rotation_control(
+    moments: Any,
+    range_a: tuple[int, int],
+    range_b: tuple[int, int],
+    *,
+    dead: Sequence[int] = (),
+    repeats: int = 3,
+    seed: int = 0,
+    absolute: bool = False,
+) -> float:
+    """The mean bipartite match of A's units with a randomly rotated copy of B's (the same
+    subspace, its basis scrambled), averaged over ``repeats`` Haar-random rotations: the matching a
+    shared subspace gives without a shared basis. A layer whose units match no better than this has
+    no privileged basis across nets (a transformer's residual stream); one above it does.
+
+    Computed from the moments: with Q orthogonal, cov(A, B Q) = C_AB Q and var(B Q) = diag(Q^T C_BB
+    Q). Dead units are left out on both sides. Returns 0.0 when either side has no live unit.
+    """
+    if int(repeats) != repeats or repeats < 1:
+        raise ValueError(
+            f"The 'repeats' parameter must be an integer >= 1. Got {repeats!r} instead."
+        )
+    cov = moments.comoment / moments.count
+    dead = np.asarray(dead, dtype=np.int64)
+    a = np.setdiff1d(np.arange(*range_a), dead)
+    b = np.setdiff1d(np.arange(*range_b), dead)
+    if a.size == 0 or b.size == 0:
+        return 0.0
+    c_ab, c_bb = cov[np.ix_(a, b)], cov[np.ix_(b, b)]
+    var_a = np.diag(cov)[a]
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(int(repeats)):
+        q, r = np.linalg.qr(rng.normal(size=(b.size, b.size)))
+        q = q * np.sign(np.diag(r))  # Haar measure
+        var_b = np.einsum("ij,ik,kj->j", q, c_bb, q)
+        scale = np.sqrt(np.outer(var_a, np.clip(var_b, 1e-300, None)))
+        corr = np.clip((c_ab @ q) / scale, -1.0, 1.0)
+        scores.append(bipartite_matching(corr, absolute=absolute).mean)
+    return float(np.mean(scores))

@@ -158,6 +158,14 @@ def summary_columns(results: Results) -> list[Column]:
             per_pair=lambda p: p.one_to_one.bipartite_all_units,
         ),
         Column(
+            "bipartite_rotated",
+            "rot.",
+            "the bipartite match against randomly rotated copies of B's units (same subspace, basis "
+            "scrambled; 3 Haar rotations): the level a shared subspace alone gives. Bipartite above "
+            "it means the nets share their units' basis, not only the subspace",
+            per_pair=lambda p: p.one_to_one.bipartite_rotated,
+        ),
+        Column(
             "within",
             "within",
             f"each unit's best correlation with another unit of its own net (baseline), {live}",
