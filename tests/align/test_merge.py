@@ -116,3 +116,45 @@ def test_merge_and_match_refusals():
         merge_models(models, spec, repair_mode="magic")
     with pytest.raises(ValueError, match="needs calibration inputs"):
         merge_models(models, spec, repair_mode="repair")
+
+
+def test_merge_reports_the_ensemble_and_warns_when_the_merged_net_falls_behind():
+    torch.manual_seed(0)
+    models = {
+        f"net{i}": build_model("mlp", in_channels=1, input_size=8, num_classes=10, width=16)
+        for i in range(3)
+    }
+    first = next(iter(models.values()))
+    x = torch.randn(64, 1, 8, 8)
+    # labels the members agree on: their ensemble's own predictions
+    from convergent.align._merge import evaluate_ensemble
+
+    with torch.no_grad():
+        y = torch.stack([m(x) for m in models.values()]).mean(0).argmax(1)
+    spec = find_permutation_groups(first, x[:2])
+    result = merge_models(models, spec, method="weight", splits={"test": (x, y)}, naive=True)
+    assert result.ensemble["test"]["accuracy"] == 1.0
+    assert evaluate_ensemble(list(models.values()), x, y) == (
+        pytest.approx(result.ensemble["test"]["loss"]),
+        1.0,
+    )
+    d = result.to_dict()
+    assert set(d) >= {"members", "naive_average", "evaluation", "ensemble", "notes"}
+    from convergent.align._run import merge_summary
+
+    labels = [r["net"] for r in merge_summary(result)]
+    assert labels[:3] == list(models) and labels[-1].startswith("ensemble of the 3 nets")
+    from convergent.align._merge import merge_notes
+
+    result.members = {"a": {"test": {"accuracy": 0.9}}, "b": {"test": {"accuracy": 0.8}}}
+    result.evaluation = {"test": {"accuracy": 0.0978}}
+    (note,) = merge_notes(result)
+    assert "(9.78%) is far below its worst member's (80.00%): try --repair repair" in note
+    result.evaluation = {"test": {"accuracy": 0.75}}
+    assert merge_notes(result) == []
+
+
+def test_merge_refuses_reset_bn_without_batchnorm():
+    model, models, spec, x = _copies("mlp", k=2, width=8)
+    with pytest.raises(ValueError, match="has no BatchNorm layer: it would change nothing"):
+        merge_models(models, spec, repair_mode="reset-bn", images=x)

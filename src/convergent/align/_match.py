@@ -101,10 +101,34 @@ def solve_unit(
     return out
 
 
+def _place_silent(similarity: np.ndarray, tiebreak: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """Re-solve, on ``tiebreak``, the rows whose similarity contributes nothing whatever their
+    partner: A units whose row is all zero (dead in A) and those matched to a B unit whose column is
+    all zero (dead in B). Any order of them keeps the similarity's optimum; the tie-break (the
+    units' pre-activation similarity) picks the one that restores a permuted copy exactly."""
+    dead_rows = ~similarity.any(axis=1)
+    dead_cols = ~similarity.any(axis=0)
+    rows = np.flatnonzero(dead_rows | dead_cols[perm])
+    if len(rows) < 2:
+        return perm
+    cols = perm[rows]
+    sub = _assign(tiebreak[np.ix_(rows, cols)])
+    out = perm.copy()
+    out[rows] = cols[sub]
+    return out
+
+
 def match_from_similarities(
-    similarities: Mapping[str, np.ndarray], spec: PermutationSpec, method: str = "activation"
+    similarities: Mapping[str, np.ndarray],
+    spec: PermutationSpec,
+    method: str = "activation",
+    tiebreak: Mapping[str, np.ndarray] | None = None,
 ) -> Alignment:
-    """Solve each group's assignment on its (d, d) similarity matrix (A units x B units)."""
+    """Solve each group's assignment on its (d, d) similarity matrix (A units x B units).
+
+    ``tiebreak`` (optional, per group, same shape): places the units the similarity cannot tell
+    apart -- dead units, whose post-activation correlation is 0 with everything -- by a second
+    similarity (activation matching passes the pre-activation correlation)."""
     perms, scores = {}, {}
     for name, group in spec.groups.items():
         if name not in similarities:
@@ -121,6 +145,9 @@ def match_from_similarities(
     sims = {name: np.asarray(similarities[name], dtype=np.float64) for name in spec.groups}
     for names in spec.units():
         perms.update(solve_unit(sims, spec, names))
+    for name, group in spec.groups.items():
+        if tiebreak is not None and name in tiebreak and group.heads == 1:
+            perms[name] = _place_silent(sims[name], np.asarray(tiebreak[name]), perms[name])
     for name, group in spec.groups.items():
         scores[name] = float(sims[name][np.arange(group.size), perms[name]].mean())
     return Alignment(perms, method, scores)

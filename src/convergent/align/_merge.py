@@ -305,16 +305,25 @@ def merge_models(
             result.members.setdefault(name, {})[split] = {"loss": loss, "accuracy": acc}
         loss, acc = evaluate_ensemble(list(models.values()), x, y)
         result.ensemble[split] = {"loss": loss, "accuracy": acc}
+    result.notes = merge_notes(result)
+    return result
+
+
+def merge_notes(result: MergeResult, margin: float = 0.1) -> list[str]:
+    """A warning per split where the merged net's accuracy is more than ``margin`` below its worst
+    member's, with the next thing to try."""
+    notes = []
+    for split, evaluation in result.evaluation.items():
         worst = min(m[split]["accuracy"] for m in result.members.values())
-        merged_acc = result.evaluation[split]["accuracy"]
-        if merged_acc < worst - 0.1:
+        merged = evaluation["accuracy"]
+        if merged < worst - margin:
             hint = (
                 "try --repair repair (REPAIR renormalises every hidden layer)"
-                if repair_mode != "repair"
+                if result.repair != "repair"
                 else "try --method activation, or fewer or wider nets"
             )
-            result.notes.append(
-                f"the merged net's {split} accuracy ({100 * merged_acc:.2f}%) is far below its "
+            notes.append(
+                f"the merged net's {split} accuracy ({100 * merged:.2f}%) is far below its "
                 f"worst member's ({100 * worst:.2f}%): {hint}."
             )
-    return result
+    return notes

@@ -196,14 +196,29 @@ class _Pass(fx.Interpreter):
         if self.targets is None or n.name not in self.targets:
             return out
         mean_t, std_t = (torch.as_tensor(v, dtype=torch.float64) for v in self.targets[n.name])
+        shape = [1] * out.ndim
+        shape[point.dim] = -1
+
+        def channel(v: torch.Tensor) -> torch.Tensor:
+            return v.to(out.dtype).reshape(shape)
+
+        if point.kind == "sum" and not all(point.modules):
+            # what the fold will do: scale the absorbing branch only (batch statistics here)
+            i = 0 if point.modules[0] else 1
+            a, b = parts[1 + i], parts[2 - i]
+            ma, mb = a.mean(0), b.mean(0)
+            var_a, var_b = a.var(0, unbiased=False), b.var(0, unbiased=False)
+            cov = ((a - ma) * (b - mb)).mean(0)
+            scale = torch.as_tensor(
+                _sum_scale(var_a.numpy(), var_b.numpy(), cov.numpy(), std_t.numpy())
+            )
+            shift = mean_t - scale * ma - mb
+            branch, other = (self.env[arg] for arg in (n.args[i], n.args[1 - i]))
+            return branch * channel(scale) + channel(shift) + other
         x = parts[0]
         mean, std = x.mean(0), x.std(0, unbiased=False)
         scale = torch.where(std > _EPS, std_t / std.clamp_min(_EPS), torch.ones_like(std))
-        shape = [1] * out.ndim
-        shape[point.dim] = -1
-        scale_t = scale.to(out.dtype).reshape(shape)
-        shift_t = (mean_t - scale * mean).to(out.dtype).reshape(shape)
-        return out * scale_t + shift_t
+        return out * channel(scale) + channel(mean_t - scale * mean)
 
 
 @torch.no_grad()
@@ -273,20 +288,18 @@ def repair(
     images: torch.Tensor,
     *,
     batch_size: int = 256,
-    passes: int = 1,
 ) -> nn.Module:
     """REPAIR ``model`` in place: every point's channel statistics set to
     ``(1 - alpha) * stats_a + alpha * stats_b`` (means and standard deviations, from
     :func:`point_statistics` of the two endpoints), BatchNorm statistics recomputed on ``images``,
     the corrections folded into the parameters. Returns ``model`` in eval mode.
 
-    ``passes``: the first pass resets BatchNorm and renormalises with batch statistics (see the
-    module docs); each further pass measures the repaired net in eval mode and folds what is left
-    of the gap to the targets (what batch statistics in the first pass left: downstream of a point, a
-    batch's renormalised inputs are not exactly the population's).
+    Exact when ``images`` fit in one batch; otherwise a point downstream of another sees, during the
+    pass, inputs renormalised with each batch's statistics rather than the population's (REPAIR's
+    own approximation; large batches keep it small). A residual sum whose target standard deviation
+    no positive scale of its branch can reach keeps its scale (only its mean is set). A layer ending
+    a residual branch is corrected twice: to its own target, then as part of the sum, which wins.
     """
-    if int(passes) != passes or passes < 1:
-        raise ValueError(f"The 'passes' parameter must be an integer >= 1. Got {passes!r} instead.")
     points = _Points(model, images[:2])
     targets = {
         name: (
@@ -324,8 +337,6 @@ def repair(
             m.mean[0] = torch.as_tensor(mod.bias.detach().double().numpy())
             m.comoment[0, 0] = torch.as_tensor(gamma**2 * var / (var + mod.eps)) * m.count
     _fold_all(model, points, targets, moments)
-    for _ in range(int(passes) - 1):
-        _fold_all(model, points, targets, _run(model, points, images, batch_size), True)
     return model.eval()
 
 
@@ -334,37 +345,15 @@ def _fold_all(
     points: _Points,
     targets: Mapping[str, tuple[np.ndarray, np.ndarray]],
     moments: Mapping[str, _Moments],
-    measured_before: bool = False,
 ) -> None:
-    """Fold every point's correction. ``measured_before``: the moments were measured without this
-    round's corrections (an eval pass), so a sum's branches are first moved by the corrections
-    this round folds into their layers before the sum's own correction is computed."""
+    """Fold every point's correction, computed from the moments of its un-repaired output (and of a
+    sum's branches) measured in a pass where every earlier point was already repaired."""
     modules = dict(model.named_modules())
-    applied: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def fold(module: str, scale: np.ndarray, shift: np.ndarray | None) -> None:
-        mod = modules[module]
-        if getattr(mod, "bias", None) is None:
-            shift = None
-        _fold(mod, scale, shift)
-        s0, t0 = applied.get(module, (np.ones_like(scale), np.zeros_like(scale)))
-        applied[module] = (scale * s0, scale * t0 + (0 if shift is None else shift))
-
     for name, point in points.points.items():
         if name not in targets:
             continue
         mean_t, std_t = targets[name]
         mean, comoment = moments[name].moments()
-        mean, comoment = mean.copy(), comoment.copy()
-        if point.kind == "sum" and measured_before:  # the branches as this round left them
-            for i, module in enumerate(point.modules):
-                if module in applied:
-                    s, t = applied[module]
-                    mean[1 + i] = s * mean[1 + i] + t
-                    comoment[1 + i, :] *= s
-                    comoment[:, 1 + i] *= s
-            comoment[0, 0] = comoment[1, 1] + comoment[2, 2] + 2 * comoment[1, 2]
-            mean[0] = mean[1] + mean[2]
         std = np.sqrt(np.clip(comoment[0, 0], 0, None))
         if point.kind != "sum" or all(point.modules):
             scale = np.divide(std_t, std, out=np.ones_like(std), where=std > _EPS)
@@ -372,11 +361,11 @@ def _fold_all(
             shifted = False
             for module in point.modules:
                 has_bias = getattr(modules[module], "bias", None) is not None
-                fold(module, scale, None if shifted else shift)
+                _fold(modules[module], scale, None if shifted else shift)
                 shifted = shifted or has_bias
             continue
         i = 0 if point.modules[0] else 1  # the branch that absorbs the correction
         var_a, var_b = comoment[1 + i, 1 + i], comoment[2 - i, 2 - i]
         scale = _sum_scale(var_a, var_b, comoment[1, 2], std_t)
         shift = mean_t - scale * mean[1 + i] - mean[2 - i]
-        fold(point.modules[i], scale, shift)
+        _fold(modules[point.modules[i]], scale, shift)
