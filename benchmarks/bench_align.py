@@ -37,6 +37,7 @@ Usage: python benchmarks/bench_align.py [--table width|paths] [--models ...] [--
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import time
@@ -393,11 +394,55 @@ def width_row(name: str, mult: int, dataset: str, quick: bool) -> tuple[dict, di
         "trained s": round(trained),
         "evaluated s": round(time.perf_counter() - t0),
     }
+    merges = zip_rows(name, mult, a, b, spec, act, calibration, splits, ends) if mult <= 2 else []
+    obj["evaluated s"] = round(time.perf_counter() - t0)
     print(
         f"  done: {name} x{mult} ({obj['trained s']} s training, {obj['evaluated s']} s)",
         flush=True,
     )
-    return row, obj
+    return row, obj, merges
+
+
+#: partial merges: how many groups (in forward order) are merged; the rest stay one per net
+PARTIAL = {
+    "convnet": {"conv1-3": 3, "conv1-5": 5, "conv1-fc6": 6},
+    "resnet": {"stage 1": 2, "stages 1-2": 4},
+}
+
+
+def zip_rows(name, mult, a, b, spec, act, calibration, splits, ends) -> list[dict]:
+    """Accuracy of one-to-one merging, ZipIt!-style merging (full and partial) and the ensemble."""
+    from convergent.align import evaluate_ensemble, zip_models
+    from convergent.align._interpolate import _evaluate, interpolate_state
+    from convergent.align._merge import permuted
+    from convergent.align._repair import point_statistics, repair
+
+    x, y = splits["test"]
+
+    def acc(model) -> float:
+        return round(100 * _evaluate(model, x, y)[1], 1)
+
+    rows = []
+
+    def add(label: str, value: float) -> None:
+        rows.append({"model": name, "x": mult, "merge": label, "test acc (%)": value})
+
+    add("A", round(100 * ends["test"][0.0][1], 1))
+    add("B", round(100 * ends["test"][1.0][1], 1))
+    add("ensemble (mean logits, 2 passes)", round(100 * evaluate_ensemble([a, b], x, y)[1], 1))
+    aligned = permuted(b, spec, act.perms)
+    mid = copy.deepcopy(a)
+    mid.load_state_dict(interpolate_state(a.state_dict(), aligned.state_dict(), 0.5))
+    sa, sb = point_statistics(a, calibration), point_statistics(aligned, calibration)
+    add("one-to-one: act + average + REPAIR", acc(repair(mid, sa, sb, 0.5, calibration)))
+    for within in (False, True):
+        z = zip_models({"a": a, "b": b}, spec, calibration, within=within, repair_mode="repair")
+        label = "ZipIt full, within + across" if within else "ZipIt full, across only"
+        add(f"{label} + REPAIR", acc(z.model))
+    for label, groups in PARTIAL[name].items():
+        z = zip_models({"a": a, "b": b}, spec, calibration, groups=groups, repair_mode="repair")
+        add(f"ZipIt partial: {label} merged + REPAIR", acc(z.model))
+    return rows
 
 
 def width_table(args: argparse.Namespace) -> None:
@@ -431,17 +476,25 @@ def width_table(args: argparse.Namespace) -> None:
         "CIFAR-10 ResNet20: 26.0 at x1 -> 1.0 at x32; VGG11 (64-512 channels) CIFAR-10 + REPAIR 4.0"
     )
     t0 = time.perf_counter()
-    rows, objs = [], []
+    rows, objs, merges = [], [], []
     for name in models:
         for mult in mults:
-            row, obj = width_row(name, mult, dataset, args.quick)
+            row, obj, merge = width_row(name, mult, dataset, args.quick)
             rows.append(row)
             objs.append(obj)
+            merges.extend(merge)
     print()
     print(format_table(rows))
     print()
     print("weight-matching objective (sum of <A, permuted B> over every permuted weight):")
     print(format_table(objs))
+    print()
+    print(
+        "beyond one-to-one (x1, x2): one merged net vs ZipIt!-style merges (greedy pairs of "
+        "correlated features, within and across nets; partial = the first groups merged, the "
+        "rest kept per net, logits averaged) vs the ensemble, test accuracy:"
+    )
+    print(format_table(merges))
     print()
     resnet = [r for r in rows if r["model"] == "resnet" and r["x"] >= 2]
     if resnet:

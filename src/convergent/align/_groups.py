@@ -615,6 +615,7 @@ class _Analysis:
                 name += "'"
             group.name = name
             named[name] = group
+        self.root_names = {root: group.name for root, group in spec_groups.items()}
         ties = self.uf.tie_sets()
         members: dict[int, list[PermutationGroup]] = {}
         for root, group in spec_groups.items():

@@ -60,12 +60,15 @@ class RepairPoint:
     modules : tuple of (str or None)
         Where the correction is folded: the layer itself; for a sum, the layer ending each branch
         (``None`` for a branch that cannot absorb it, such as an identity shortcut).
+    groups : tuple of str
+        The permutation groups whose units the channel axis holds (one, but for concatenations).
     """
 
     node: str
     kind: str
     dim: int
     modules: tuple[str | None, ...]
+    groups: tuple[str, ...] = ()
 
 
 def _foldable(mod: nn.Module) -> bool:
@@ -118,18 +121,21 @@ class _Points:
             if not hidden(value) or normalised(node):
                 continue
             dim = value.dim % value.ndim
+            groups = tuple(analysis.root_names[analysis.uf.find(s.group)] for s in value.layout)
             if node.op == "call_module":
                 mod = modules[str(node.target)]
                 if isinstance(mod, (*_NORMS, *_AFFINES)) and _foldable(mod):
                     kind = "norm" if isinstance(mod, _NORMS) else "affine"
-                    self.points[node.name] = RepairPoint(node.name, kind, dim, (str(node.target),))
+                    self.points[node.name] = RepairPoint(
+                        node.name, kind, dim, (str(node.target),), groups
+                    )
             elif node.op == "call_function" and node.target in _SUMS:
                 args = node.args[:2]
                 if not all(isinstance(a, fx.Node) and hidden(analysis.values.get(a)) for a in args):
                     continue
                 branches = tuple(producer(a) for a in args)
                 if any(branches) and len(set(args)) == 2:
-                    self.points[node.name] = RepairPoint(node.name, "sum", dim, branches)
+                    self.points[node.name] = RepairPoint(node.name, "sum", dim, branches, groups)
 
 
 def repair_points(model: nn.Module, example: torch.Tensor) -> list[RepairPoint]:
