@@ -237,3 +237,20 @@ def test_weight_matching_objective_is_at_least_git_rebasin_algorithm1(arch, kw):
         weight_matching(spec, a.state_dict(), b.state_dict(), starts=("random",))
     with pytest.raises(ValueError, match="must name at least one start"):
         weight_matching(spec, a.state_dict(), b.state_dict(), starts=())
+
+
+def test_interpolation_at_chosen_alphas_with_known_endpoints():
+    model, other, spec, planted, x = _planted("resnet", width=0.5)
+    y = torch.randint(0, 10, (64,))
+    full = interpolation_curve(model, other, {"test": (x, y)}, points=3, progress=False)
+    known = {
+        "test": {
+            a: (full.curves["test"]["loss"][i], full.curves["test"]["accuracy"][i])
+            for i, a in ((0, 0.0), (2, 1.0))
+        }
+    }
+    again = interpolation_curve(
+        model, other, {"test": (x, y)}, alphas=[0.0, 0.5, 1.0], endpoints=known, progress=False
+    )
+    np.testing.assert_allclose(again.curves["test"]["loss"], full.curves["test"]["loss"])
+    assert again.barriers == full.barriers

@@ -150,6 +150,10 @@ def test_merge_reports_the_ensemble_and_warns_when_the_merged_net_falls_behind()
     result.evaluation = {"test": {"accuracy": 0.0978}}
     (note,) = merge_notes(result)
     assert "(9.78%) is far below its worst member's (80.00%): try --repair repair" in note
+    result.repair, result.method = "repair", "weight"
+    assert "try --method activation" in merge_notes(result)[0]
+    result.method = "activation"
+    assert "try fewer or wider nets" in merge_notes(result)[0]
     result.evaluation = {"test": {"accuracy": 0.75}}
     assert merge_notes(result) == []
 

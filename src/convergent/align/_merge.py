@@ -317,11 +317,15 @@ def merge_notes(result: MergeResult, margin: float = 0.1) -> list[str]:
         worst = min(m[split]["accuracy"] for m in result.members.values())
         merged = evaluation["accuracy"]
         if merged < worst - margin:
-            hint = (
-                "try --repair repair (REPAIR renormalises every hidden layer)"
-                if result.repair != "repair"
-                else "try --method activation, or fewer or wider nets"
-            )
+            if result.repair != "repair":
+                hint = "try --repair repair (REPAIR renormalises every hidden layer)"
+            elif not result.method.startswith("activation"):
+                hint = "try --method activation (weight matching is weak on narrow conv nets)"
+            else:
+                hint = (
+                    "averaging this many nets this narrow loses much; try fewer or wider nets "
+                    "(the ensemble keeps them all), or a partial merge (align.zip_models)"
+                )
             notes.append(
                 f"the merged net's {split} accuracy ({100 * merged:.2f}%) is far below its "
                 f"worst member's ({100 * worst:.2f}%): {hint}."

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +39,8 @@ from convergent.collect import collect
 
 class ZippedNets(nn.Module):
     """Copies of one architecture (a shared merged trunk, each with its own unmerged layers) whose
-    logits are averaged. With every group merged the copies are identical but for nothing: use
-    ``copies[0]`` alone."""
+    logits are averaged: a partial zip. (With every group merged the copies would be identical, and
+    :func:`zip_models` returns one of them instead.)"""
 
     def __init__(self, copies: Sequence[nn.Module]) -> None:
         super().__init__()
@@ -93,8 +92,7 @@ def greedy_pairs(correlation: np.ndarray, n: int, within: bool = True) -> np.nda
         pairs.append((i, j))
         if len(pairs) == n:
             break
-    pairs_arr = np.array(sorted(pairs), dtype=np.int64)
-    return pairs_arr
+    return np.array(sorted(pairs), dtype=np.int64)
 
 
 def merge_matrices(pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,20 +267,17 @@ def zip_models(
                         "merge fewer groups."
                     )
     corr = _correlations(nets, spec, images, batch_size) if chosen else {}
-    merged, pairs_of = {}, {}
+    merged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     within_counts = {}
     for name in chosen:
         n = spec.groups[name].size
         pairs = greedy_pairs(corr[name], n, within)
-        pairs_of[name] = pairs
         merged[name] = merge_matrices(pairs, n)
         within_counts[name] = int(sum((i < n) == (j < n) for i, j in pairs))
-    index = {name: i for i, name in enumerate(names)}
     entries: dict[str, list[tuple[str, int, int, int, int]]] = {}
     for name, group in spec.groups.items():
         for param, axis, offset, repeat in group.axes:
             entries.setdefault(param, []).append((name, axis, offset, group.size, repeat))
-    del index
     states = [m.state_dict() for m in nets]
     copies = []
     for k in range(2):
@@ -304,7 +299,6 @@ def zip_models(
         net = copy.deepcopy(nets[k])
         net.load_state_dict(state)
         copies.append(net.eval())
-    full = len(chosen) == len(names)
     if repair_mode == "reset-bn":
         for net in copies:
             reset_batchnorm(net, images, batch_size=batch_size)
@@ -323,9 +317,5 @@ def zip_models(
                 else:
                     target[p.node] = stats[k][p.node]
             repair(net, target, target, 0.0, images, batch_size=batch_size)
-    model = copies[0] if full else ZippedNets(copies).eval()
+    model = copies[0] if len(chosen) == len(names) else ZippedNets(copies).eval()
     return ZipResult(model, chosen, within_counts, repair_mode)
-
-
-def zip_summary(result: ZipResult) -> dict[str, Any]:
-    return {"merged": result.merged, "within_pairs": result.within, "repair": result.repair}
