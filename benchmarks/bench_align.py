@@ -446,12 +446,18 @@ def zip_rows(name, mult, a, b, spec, act, calibration, splits, ends) -> list[dic
     mid.load_state_dict(interpolate_state(a.state_dict(), aligned.state_dict(), 0.5))
     sa, sb = point_statistics(a, calibration), point_statistics(aligned, calibration)
     add("one-to-one: act + average + REPAIR", acc(repair(mid, sa, sb, 0.5, calibration)))
+    cache = {}
     for within in (False, True):
-        z = zip_models({"a": a, "b": b}, spec, calibration, within=within, repair_mode="repair")
+        z = zip_models(
+            {"a": a, "b": b}, spec, calibration, within=within, repair_mode="repair", **cache
+        )
+        cache = {"correlations": z.correlations, "statistics": z.statistics}
         label = "ZipIt full, within + across" if within else "ZipIt full, across only"
         add(f"{label} + REPAIR", acc(z.model))
     for label, groups in PARTIAL[name].items():
-        z = zip_models({"a": a, "b": b}, spec, calibration, groups=groups, repair_mode="repair")
+        z = zip_models(
+            {"a": a, "b": b}, spec, calibration, groups=groups, repair_mode="repair", **cache
+        )
         add(f"ZipIt partial: {label} merged + REPAIR", acc(z.model))
     return rows
 

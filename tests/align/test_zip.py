@@ -70,6 +70,16 @@ def test_merging_no_group_is_the_ensemble_and_partial_merges_keep_one_head_per_n
         # REPAIR of each copy: merged units to their pair's mean statistics (the same in both
         # copies, so the trunk stays shared), the heads' units to their own net's
         repaired = zip_models({"a": a, "b": b}, spec, x, groups=5, repair_mode="repair")
+        again = zip_models(  # the same from the correlations and statistics it used
+            {"a": a, "b": b},
+            spec,
+            x,
+            groups=5,
+            repair_mode="repair",
+            correlations=repaired.correlations,
+            statistics=repaired.statistics,
+        )
+        torch.testing.assert_close(again.model(x), repaired.model(x))
         one, two = repaired.model.copies
         torch.testing.assert_close(one.conv5.conv.weight, two.conv5.conv.weight)
         assert not torch.equal(one.conv5.conv.weight, trunk.conv5.conv.weight)

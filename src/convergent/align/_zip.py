@@ -62,12 +62,19 @@ class ZipResult:
         The groups merged (the rest are kept, one copy per net).
     within : dict of str to int
         Per merged group, how many pairs join two units of the same net.
+    correlations, statistics
+        The (2n, 2n) unit correlations per group and the nets' REPAIR statistics that were used
+        (pass them back to :func:`zip_models` to zip the same nets again without recomputing).
     """
 
     model: nn.Module
     merged: list[str]
     within: dict[str, int] = field(default_factory=dict)
     repair: str = "none"
+    correlations: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    statistics: list[dict[str, tuple[np.ndarray, np.ndarray]]] = field(
+        default_factory=list, repr=False
+    )
 
 
 def greedy_pairs(correlation: np.ndarray, n: int, within: bool = True) -> np.ndarray:
@@ -208,6 +215,8 @@ def zip_models(
     within: bool = True,
     repair_mode: str = "none",
     batch_size: int = 256,
+    correlations: Mapping[str, np.ndarray] | None = None,
+    statistics: Sequence[Mapping[str, tuple[np.ndarray, np.ndarray]]] | None = None,
 ) -> ZipResult:
     """Merge two nets' features within and across nets (ZipIt!), fully or up to ``groups``.
 
@@ -266,7 +275,9 @@ def zip_models(
                         f"{param!r} computes the first from the second. Merge {other!r} too, or "
                         "merge fewer groups."
                     )
-    corr = _correlations(nets, spec, images, batch_size) if chosen else {}
+    corr = dict(correlations or {})
+    if any(name not in corr for name in chosen):
+        corr = _correlations(nets, spec, images, batch_size)
     merged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     within_counts = {}
     for name in chosen:
@@ -303,7 +314,9 @@ def zip_models(
         for net in copies:
             reset_batchnorm(net, images, batch_size=batch_size)
     elif repair_mode == "repair":
-        stats = [point_statistics(m, images, batch_size=batch_size) for m in nets]
+        stats = list(statistics or [])
+        if len(stats) != 2:
+            stats = [point_statistics(m, images, batch_size=batch_size) for m in nets]
         points = repair_points(nets[0], images[:2])
         for k, net in enumerate(copies):
             target = {}
@@ -318,4 +331,11 @@ def zip_models(
                     target[p.node] = stats[k][p.node]
             repair(net, target, target, 0.0, images, batch_size=batch_size)
     model = copies[0] if len(chosen) == len(names) else ZippedNets(copies).eval()
-    return ZipResult(model, chosen, within_counts, repair_mode)
+    return ZipResult(
+        model,
+        chosen,
+        within_counts,
+        repair_mode,
+        corr,
+        stats if repair_mode == "repair" else list(statistics or []),
+    )
