@@ -16,6 +16,7 @@ from convergent.align import apply_permutation_file, load_permutation
 from convergent.align._run import align_pair, interpolate_run
 from convergent.cli._align import add_commands
 from convergent.data import load_dataset
+from convergent.models import available_architectures
 from convergent.train import TrainConfig, evaluate, train_zoo
 from convergent.zoo._refs import load_dataset_for, load_net, load_pair, locate_net
 
@@ -47,9 +48,11 @@ def _run(argv, capsys=None):
 def test_check_passes_for_every_builtin_architecture_and_a_user_model(capsys):
     code, out = _run(["align", "--check"], capsys)
     assert code == 0
-    for arch in ("convnet", "mlp", "resnet"):
+    builtin = available_architectures()
+    assert set(builtin) >= {"convnet", "mlp", "resnet", "vit"}
+    for arch in builtin:
         assert f"\n{arch} " in out
-    assert out.count(" yes ") == 3 and "outputs unchanged within 1e-05" in out
+    assert out.count(" yes ") == len(builtin) and "outputs unchanged within 1e-05" in out
     code, out = _run(
         ["align", "--check", "--model", "tests.helpers.user_models:tiny", "--input-shape", "2,6,6"],
         capsys,

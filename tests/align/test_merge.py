@@ -78,13 +78,17 @@ def test_merge_renormalises_and_evaluates_every_net_the_naive_and_the_merged_ave
         result = merge_models(
             models, spec, repair_mode=mode, images=x, splits={"test": (x, y)}, reference="copy2"
         )
-        # identical nets: renormalising to their own statistics keeps the function
+        # identical nets: reset-bn gives the net with BatchNorm statistics recomputed; REPAIR, which
+        # sets every hidden channel to the nets' own statistics, gives back the nets' function
         with torch.no_grad():
             reset = copy.deepcopy(model)
             from convergent.align import reset_batchnorm
 
             reset_batchnorm(reset, x)
-            torch.testing.assert_close(result.model(x), reset(x), atol=1e-4, rtol=1e-4)
+            expected = reset(x) if mode == "reset-bn" else model(x)
+            torch.testing.assert_close(result.model(x), expected, atol=1e-4, rtol=1e-4)
+            if mode == "repair":  # and that differs from resetting BatchNorm alone
+                assert not torch.allclose(result.model(x), reset(x), atol=1e-2)
         assert set(result.members) == set(models)
         assert result.evaluation["test"]["accuracy"] == pytest.approx(
             result.members["net"]["test"]["accuracy"], abs=1 / 64
@@ -112,3 +116,49 @@ def test_merge_and_match_refusals():
         merge_models(models, spec, repair_mode="magic")
     with pytest.raises(ValueError, match="needs calibration inputs"):
         merge_models(models, spec, repair_mode="repair")
+
+
+def test_merge_reports_the_ensemble_and_warns_when_the_merged_net_falls_behind():
+    torch.manual_seed(0)
+    models = {
+        f"net{i}": build_model("mlp", in_channels=1, input_size=8, num_classes=10, width=16)
+        for i in range(3)
+    }
+    first = next(iter(models.values()))
+    x = torch.randn(64, 1, 8, 8)
+    # labels the members agree on: their ensemble's own predictions
+    from convergent.align._merge import evaluate_ensemble
+
+    with torch.no_grad():
+        y = torch.stack([m(x) for m in models.values()]).mean(0).argmax(1)
+    spec = find_permutation_groups(first, x[:2])
+    result = merge_models(models, spec, method="weight", splits={"test": (x, y)}, naive=True)
+    assert result.ensemble["test"]["accuracy"] == 1.0
+    assert evaluate_ensemble(list(models.values()), x, y) == (
+        pytest.approx(result.ensemble["test"]["loss"]),
+        1.0,
+    )
+    d = result.to_dict()
+    assert set(d) >= {"members", "naive_average", "evaluation", "ensemble", "notes"}
+    from convergent.align._run import merge_summary
+
+    labels = [r["net"] for r in merge_summary(result)]
+    assert labels[:3] == list(models) and labels[-1].startswith("ensemble of the 3 nets")
+    from convergent.align._merge import merge_notes
+
+    result.members = {"a": {"test": {"accuracy": 0.9}}, "b": {"test": {"accuracy": 0.8}}}
+    result.evaluation = {"test": {"accuracy": 0.0978}}
+    (note,) = merge_notes(result)
+    assert "(9.78%) is far below its worst member's (80.00%): try --repair repair" in note
+    result.repair, result.method = "repair", "weight"
+    assert "try --method activation" in merge_notes(result)[0]
+    result.method = "activation"
+    assert "try fewer or wider nets" in merge_notes(result)[0]
+    result.evaluation = {"test": {"accuracy": 0.75}}
+    assert merge_notes(result) == []
+
+
+def test_merge_refuses_reset_bn_without_batchnorm():
+    model, models, spec, x = _copies("mlp", k=2, width=8)
+    with pytest.raises(ValueError, match="has no BatchNorm layer: it would change nothing"):
+        merge_models(models, spec, repair_mode="reset-bn", images=x)

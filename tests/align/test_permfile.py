@@ -110,3 +110,33 @@ def test_damaged_or_foreign_files_are_refused(tmp_path):
         CorruptFileError, match=rf"array of group '{name}' is missing or not a perm"
     ):
         load_permutation(tmp_path / "bad.safetensors")
+
+
+def test_attention_head_groups_round_trip_and_damaged_head_structure_is_refused(tmp_path):
+    from tests.helpers.attention_models import TinyViT
+
+    torch.manual_seed(0)
+    vit = TinyViT().eval()
+    path, spec, perms, x = _saved(tmp_path, vit)
+    loaded = load_permutation(path)
+    for name, group in spec.groups.items():
+        assert (loaded.spec.groups[name].heads, loaded.spec.groups[name].tie) == (
+            group.heads,
+            group.tie,
+        )
+    again = apply_permutation_file(vit, path, x)
+    expected = apply_permutation(vit.state_dict(), spec, perms)
+    for key, value in again.state_dict().items():
+        assert torch.equal(value, expected[key])
+    arrays, meta = load_arrays(path)
+    q = "blocks.0.attn.q"
+    broken = dict(arrays)
+    broken[q] = np.arange(16)[[1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]
+    broken[q][[3, 4]] = broken[q][[4, 3]]
+    save_arrays(tmp_path / "mixed.safetensors", broken, meta)
+    with pytest.raises(CorruptFileError, match="mixes units of different heads"):
+        load_permutation(tmp_path / "mixed.safetensors")
+    meta["groups"][q]["heads"] = 3
+    save_arrays(tmp_path / "heads.safetensors", arrays, meta)
+    with pytest.raises(CorruptFileError, match="of 16 units cannot be split into 3 heads"):
+        load_permutation(tmp_path / "heads.safetensors")

@@ -1,5 +1,6 @@
-"""Alignment of whole networks: permutation groups found by tracing, matching (activations or
-weights), portable permutation files, interpolation and its barrier, merging several nets."""
+"""Alignment of whole networks: permutation groups found by tracing (attention heads included),
+matching (activations or weights), portable permutation files, interpolation and its barrier,
+REPAIR, merging several nets, and ZipIt!-style merging within and across two nets."""
 
 from convergent.align._activations import activation_matching, matching_layers
 from convergent.align._groups import (
@@ -24,11 +25,13 @@ from convergent.align._match import (
     match_from_similarities,
     similarity_from_moments,
     weight_matching,
+    weight_objective,
 )
 from convergent.align._merge import (
     MergeResult,
     align_zoo,
     average_states,
+    evaluate_ensemble,
     match_pair,
     merge_models,
 )
@@ -42,7 +45,9 @@ from convergent.align._permfile import (
     save_permutation,
 )
 from convergent.align._plot import plot_interpolation
+from convergent.align._repair import RepairPoint, point_statistics, repair_points
 from convergent.align._run import align_run, interpolate_run, merge_run
+from convergent.align._zip import ZippedNets, ZipResult, greedy_pairs, zip_models
 
 __all__ = [
     "BARRIER_DEFINITIONS",
@@ -53,7 +58,10 @@ __all__ = [
     "PermutationGroup",
     "PermutationMismatchError",
     "PermutationSpec",
+    "RepairPoint",
     "UnsupportedOperationError",
+    "ZipResult",
+    "ZippedNets",
     "activation_matching",
     "align_run",
     "align_zoo",
@@ -63,8 +71,10 @@ __all__ = [
     "barrier",
     "check_fits",
     "check_permutation_invariance",
+    "evaluate_ensemble",
     "find_permutation_groups",
     "interpolate_run",
+    "greedy_pairs",
     "interpolate_state",
     "interpolation_curve",
     "load_permutation",
@@ -75,9 +85,13 @@ __all__ = [
     "merge_run",
     "permutation_file",
     "plot_interpolation",
+    "point_statistics",
     "repair",
+    "repair_points",
     "reset_batchnorm",
     "save_permutation",
     "similarity_from_moments",
     "weight_matching",
+    "weight_objective",
+    "zip_models",
 ]

@@ -4,7 +4,9 @@ similarity of two nets' units from collected statistics (or from a collection ru
 A group's units can be read at several layers (a conv's output, its BatchNorm, its ReLU; after a
 residual addition, every block output of a stage). Matching uses the group's post-activation layers
 (the outputs of ReLU-like modules) where it has some, else all of them, and averages the similarity
-over those layers.
+over those layers. Units those layers cannot tell apart (dead ReLU units: zero variance, zero
+correlation with everything) are placed by the correlation of the pre-activation layers (conv, linear
+or norm outputs), so aligning a net to a permuted copy of itself restores it exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ def matching_layers(model: nn.Module, spec: PermutationSpec) -> dict[str, list[s
     for name, group in spec.groups.items():
         post = [layer for layer in group.layers if isinstance(modules.get(layer), _ACTIVATIONS)]
         out[name] = post or list(group.layers)
+    return out
+
+
+def preactivation_layers(model: nn.Module, spec: PermutationSpec) -> dict[str, list[str]]:
+    """Per group with post-activation layers, the layers before the nonlinearity (conv, linear,
+    norm outputs): they still vary where a ReLU unit is dead, so they can place dead units."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name, group in spec.groups.items():
+        kinds = [isinstance(modules.get(layer), _ACTIVATIONS) for layer in group.layers]
+        if any(kinds):
+            pre = [layer for layer, post in zip(group.layers, kinds) if not post]
+            if pre:
+                out[name] = pre
     return out
 
 
@@ -112,9 +128,14 @@ def activation_matching(
     nets, named ``nets``), uses its layers instead, mapped to groups by :func:`observed_groups`.
     """
     t0 = time.perf_counter()
+    pre_groups: dict[str, str] = {}
     if stats is None:
         per_group = matching_layers(model_a, spec)
-        layers = list(dict.fromkeys(layer for ls in per_group.values() for layer in ls))
+        pre = preactivation_layers(model_a, spec)
+        pre_groups = {layer: g for g, ls in pre.items() for layer in ls}
+        layers = list(
+            dict.fromkeys([layer for ls in per_group.values() for layer in ls] + list(pre_groups))
+        )
         stats = collect(
             {"a": model_a, "b": model_b},
             images,
@@ -133,6 +154,26 @@ def activation_matching(
     else:
         layer_groups = observed_groups(model_a, spec, list(stats.layers), images[:4])
     sims = similarities_from_statistics(stats, spec, layer_groups, nets[0], nets[1], kind)
-    alignment = match_from_similarities(sims, spec, method=f"activation ({kind})")
+    if pre_groups:
+        tiebreak = similarities_from_statistics(stats, spec, pre_groups, nets[0], nets[1])
+    else:  # statistics from a directory: the pre-activations of groups with dead units, here
+        silent = {g for g, sim in sims.items() if not (sim.any(0).all() and sim.any(1).all())}
+        pre = preactivation_layers(model_a, spec)
+        wanted = {layer: g for g in silent for layer in pre.get(g, [])}
+        tiebreak = {}
+        if wanted:
+            extra = collect(
+                {"a": model_a, "b": model_b},
+                images,
+                list(wanted),
+                batch_size=batch_size,
+                topk=None,
+                exact=True,
+                progress=False,
+            )
+            tiebreak = similarities_from_statistics(extra, spec, wanted, "a", "b")
+    alignment = match_from_similarities(
+        sims, spec, method=f"activation ({kind})", tiebreak=tiebreak
+    )
     alignment.seconds = time.perf_counter() - t0
     return alignment

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from convergent._progress import bar
-from convergent.collect import capture
-from convergent.stats import Moments
+from convergent.align._repair import point_statistics, repair
 
 REPAIRS = ("none", "reset-bn", "repair")
 BARRIER_DEFINITIONS = {
@@ -55,6 +54,21 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def check_renormalisation(model: nn.Module, mode: str, calibration: torch.Tensor | None) -> None:
+    """Refuse a renormalisation mode that is unknown, lacks calibration inputs, or has nothing to
+    act on (``reset-bn`` on a net without BatchNorm would silently leave it unchanged)."""
+    if mode not in REPAIRS:
+        raise ValueError(f"The 'repair' parameter must be one of {REPAIRS}. Got {mode!r} instead.")
+    if mode != "none" and calibration is None:
+        raise ValueError(f"repair={mode!r} needs calibration inputs (training images).")
+    if mode == "reset-bn" and not has_batchnorm(model):
+        raise ValueError(
+            f"repair='reset-bn' recomputes BatchNorm statistics, but the {type(model).__name__} has "
+            "no BatchNorm layer: it would change nothing. Use repair='repair' (REPAIR renormalises "
+            "every hidden layer) or 'none'."
+        )
+
+
 @torch.no_grad()
 def reset_batchnorm(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> nn.Module:
     """Recompute every BatchNorm's running mean and variance on ``images`` (exact averages over the
@@ -76,61 +90,6 @@ def reset_batchnorm(model: nn.Module, images: torch.Tensor, *, batch_size: int =
             m.momentum = momentum
         model.train(was)
     return model.eval() if not was else model
-
-
-def _affine_layers(model: nn.Module) -> list[str]:
-    """Conv/Linear layers whose outputs REPAIR renormalises (all but the classifier)."""
-    names = [
-        n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
-    ]
-    return names[:-1]
-
-
-@torch.no_grad()
-def _channel_stats(
-    model: nn.Module, layers: Sequence[str], images: torch.Tensor, batch_size: int = 256
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    moments: dict[str, Any] = {}
-    with capture({"m": model}, layers) as store:
-        for start in range(0, len(images), batch_size):
-            model(images[start : start + batch_size])
-            for layer in layers:
-                out = store.outputs[("m", layer)]
-                x = out.transpose(0, 1).reshape(out.shape[1], -1).T if out.ndim > 2 else out
-                moments.setdefault(layer, Moments(x.shape[1], exact=True)).update(x.double())
-            store.clear()
-    return {k: (m.mean, m.std()) for k, m in moments.items()}
-
-
-@torch.no_grad()
-def repair(
-    model: nn.Module,
-    stats_a: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    stats_b: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    alpha: float,
-    images: torch.Tensor,
-    *,
-    batch_size: int = 256,
-) -> nn.Module:
-    """REPAIR (Jordan et al. 2023): set each channel's mean and std at the output of every hidden
-    conv/linear layer to the interpolation of the endpoints' ((1-alpha) A + alpha B), layer by
-    layer in forward order, by rescaling that layer's weights and bias; then reset BatchNorm."""
-    modules = dict(model.named_modules())
-    for layer in _affine_layers(model):
-        mod = modules[layer]
-        if mod.bias is None:
-            # a bias-free conv feeds a BatchNorm: resetting that BatchNorm renormalises it
-            continue
-        mu, sd = _channel_stats(model, [layer], images, batch_size)[layer]
-        mu_t = (1 - alpha) * stats_a[layer][0] + alpha * stats_b[layer][0]
-        sd_t = (1 - alpha) * stats_a[layer][1] + alpha * stats_b[layer][1]
-        scale = np.divide(sd_t, sd, out=np.ones_like(sd), where=sd > 1e-12)
-        # out' = scale * (out - mu) + mu_t  with  out = W x + b
-        scale_t = torch.as_tensor(scale, dtype=mod.weight.dtype)
-        shift_t = torch.as_tensor(mu_t - scale * mu, dtype=mod.weight.dtype)
-        mod.weight.mul_(scale_t.reshape((-1,) + (1,) * (mod.weight.ndim - 1)))
-        mod.bias.mul_(scale_t).add_(shift_t)
-    return reset_batchnorm(model, images, batch_size=batch_size)
 
 
 @dataclass
@@ -185,6 +144,8 @@ def interpolation_curve(
     repair_mode: str = "none",
     align: str = "none",
     calibration: torch.Tensor | None = None,
+    alphas: Sequence[float] | None = None,
+    endpoints: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     progress: bool | None = None,
 ) -> BarrierResult:
     """Evaluate every split at ``points`` alphas from 0 to 1 between ``model_a`` and ``model_b``.
@@ -192,28 +153,28 @@ def interpolation_curve(
     ``repair_mode``: ``none`` (plain averaging), ``reset-bn`` (recompute BatchNorm statistics on
     ``calibration`` inputs at each point) or ``repair`` (REPAIR renormalisation on ``calibration``).
     ``model_b`` should already be aligned to ``model_a`` when ``align`` is not ``none`` (the label is
-    recorded only).
+    recorded only). ``alphas`` (from 0 to 1) replaces the ``points`` even steps; ``endpoints``
+    (split -> {0.0 or 1.0: (loss, accuracy)}) skips evaluating the end nets again.
     """
-    if repair_mode not in REPAIRS:
-        raise ValueError(
-            f"The 'repair' parameter must be one of {REPAIRS}. Got {repair_mode!r} instead."
-        )
+    check_renormalisation(model_a, repair_mode, calibration)
     if int(points) != points or points < 2:
         raise ValueError(f"The 'points' parameter must be an integer >= 2. Got {points!r} instead.")
-    if repair_mode != "none" and calibration is None:
-        raise ValueError(f"repair={repair_mode!r} needs calibration inputs (training images).")
-    alphas = np.linspace(0.0, 1.0, int(points))
+    alphas = np.linspace(0.0, 1.0, int(points)) if alphas is None else np.asarray(alphas, float)
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
     stats_a = stats_b = None
     if repair_mode == "repair":
-        layers = _affine_layers(model_a)
-        stats_a = _channel_stats(model_a, layers, calibration)
-        stats_b = _channel_stats(model_b, layers, calibration)
+        stats_a = point_statistics(model_a, calibration)
+        stats_b = point_statistics(model_b, calibration)
     curves = {s: {"loss": np.zeros(len(alphas)), "accuracy": np.zeros(len(alphas))} for s in splits}
     work = copy.deepcopy(model_a)
     for i, alpha in enumerate(bar(alphas, progress=progress, desc=f"interpolate ({repair_mode})")):
-        work.load_state_dict(interpolate_state(state_a, state_b, float(alpha)))
         endpoint = alpha in (0.0, 1.0)
+        if endpoint and endpoints is not None:
+            for split in splits:
+                loss, acc = endpoints[split][float(alpha)]
+                curves[split]["loss"][i], curves[split]["accuracy"][i] = loss, acc
+            continue
+        work.load_state_dict(interpolate_state(state_a, state_b, float(alpha)))
         if repair_mode == "reset-bn" and not endpoint:
             reset_batchnorm(work, calibration)
         elif repair_mode == "repair" and not endpoint:

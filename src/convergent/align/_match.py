@@ -2,13 +2,17 @@
 
 A permutation ``perm`` of a group maps net B onto net A: after
 ``apply_permutation(state_b, spec, perms)``, unit ``i`` of B sits where unit ``perm[i]`` was, chosen
-to correspond to unit ``i`` of A. Every group is solved with ``scipy.optimize.linear_sum_assignment``.
+to correspond to unit ``i`` of A. Every group is solved with ``scipy.optimize.linear_sum_assignment``;
+head-structured groups (attention) jointly with the groups they are tied to: for every pair of heads
+the best within-head assignment of each tied group, then the assignment of heads on the summed
+values (the exact optimum over permutations that move whole heads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +33,7 @@ class Alignment:
     scores: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
     seconds: float = 0.0
+    objective: float | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(p, dtype=np.int64) for name, p in self.perms.items()}
@@ -68,10 +73,62 @@ def _assign(similarity: np.ndarray) -> np.ndarray:
     return perm
 
 
+def solve_unit(
+    costs: Mapping[str, np.ndarray], spec: PermutationSpec, names: list[str]
+) -> dict[str, np.ndarray]:
+    """Maximise the summed ``costs`` (A units x B units) of one solving unit of ``spec``: a plain
+    group, or the head-structured groups of one tie (which share their head permutation)."""
+    first = spec.groups[names[0]]
+    if first.heads == 1:
+        return {name: _assign(costs[name]) for name in names}
+    heads = first.heads
+    value = np.zeros((heads, heads))
+    inner: dict[tuple[str, int, int], np.ndarray] = {}
+    for name in names:
+        d = spec.groups[name].size // heads
+        cost = costs[name]
+        for i in range(heads):
+            for j in range(heads):
+                block = cost[i * d : (i + 1) * d, j * d : (j + 1) * d]
+                p = _assign(block)
+                inner[name, i, j] = p
+                value[i, j] += block[np.arange(d), p].sum()
+    sigma = _assign(value)
+    out = {}
+    for name in names:
+        d = spec.groups[name].size // heads
+        out[name] = np.concatenate([sigma[i] * d + inner[name, i, sigma[i]] for i in range(heads)])
+    return out
+
+
+def _place_silent(similarity: np.ndarray, tiebreak: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """Re-solve, on ``tiebreak``, the rows whose similarity contributes nothing whatever their
+    partner: A units whose row is all zero (dead in A) and those matched to a B unit whose column is
+    all zero (dead in B). Any order of them keeps the similarity's optimum; the tie-break (the
+    units' pre-activation similarity) picks the one that restores a permuted copy exactly."""
+    dead_rows = ~similarity.any(axis=1)
+    dead_cols = ~similarity.any(axis=0)
+    rows = np.flatnonzero(dead_rows | dead_cols[perm])
+    if len(rows) < 2:
+        return perm
+    cols = perm[rows]
+    sub = _assign(tiebreak[np.ix_(rows, cols)])
+    out = perm.copy()
+    out[rows] = cols[sub]
+    return out
+
+
 def match_from_similarities(
-    similarities: Mapping[str, np.ndarray], spec: PermutationSpec, method: str = "activation"
+    similarities: Mapping[str, np.ndarray],
+    spec: PermutationSpec,
+    method: str = "activation",
+    tiebreak: Mapping[str, np.ndarray] | None = None,
 ) -> Alignment:
-    """Solve each group's assignment on its (d, d) similarity matrix (A units x B units)."""
+    """Solve each group's assignment on its (d, d) similarity matrix (A units x B units).
+
+    ``tiebreak`` (optional, per group, same shape): places the units the similarity cannot tell
+    apart -- dead units, whose post-activation correlation is 0 with everything -- by a second
+    similarity (activation matching passes the pre-activation correlation)."""
     perms, scores = {}, {}
     for name, group in spec.groups.items():
         if name not in similarities:
@@ -85,8 +142,14 @@ def match_from_similarities(
                 f"The similarity of group {name!r} has shape {sim.shape}, expected "
                 f"{(group.size, group.size)}."
             )
-        perms[name] = _assign(sim)
-        scores[name] = float(sim[np.arange(group.size), perms[name]].mean())
+    sims = {name: np.asarray(similarities[name], dtype=np.float64) for name in spec.groups}
+    for names in spec.units():
+        perms.update(solve_unit(sims, spec, names))
+    for name, group in spec.groups.items():
+        if tiebreak is not None and name in tiebreak and group.heads == 1:
+            perms[name] = _place_silent(sims[name], np.asarray(tiebreak[name]), perms[name])
+    for name, group in spec.groups.items():
+        scores[name] = float(sims[name][np.arange(group.size), perms[name]].mean())
     return Alignment(perms, method, scores)
 
 
@@ -96,6 +159,91 @@ def _group_rows(tensor: torch.Tensor, axis: int, offset: int, size: int, repeat:
     return part.reshape(size, -1).double().cpu().numpy()
 
 
+#: buffers that hold statistics of the data, not weights: left out of the weight-matching objective
+STATISTICS = ("running_mean", "running_var")
+
+
+def _weight_axes(spec: PermutationSpec) -> dict[str, list[tuple[str, int, int, int]]]:
+    return {
+        name: [a for a in g.axes if not a[0].endswith(STATISTICS)]
+        for name, g in spec.groups.items()
+    }
+
+
+def _costs(
+    spec: PermutationSpec,
+    axes: Mapping[str, list[tuple[str, int, int, int]]],
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    perms: Mapping[str, np.ndarray],
+    names: list[str],
+    usable: Any = None,
+) -> dict[str, np.ndarray]:
+    """Per group of ``names``: sum over its weight axes of A's rows times B's rows (B with every
+    other group permuted), a (d, d) matrix; ``usable(param)`` selects the axes (all by default)."""
+    permuted_b = apply_permutation(
+        state_b, spec, {**perms, **{n: np.arange(spec.groups[n].size) for n in names}}
+    )
+    out = {}
+    for name in names:
+        size = spec.groups[name].size
+        cost = np.zeros((size, size))
+        for param, axis, offset, repeat in axes[name]:
+            if usable is not None and not usable(param):
+                continue
+            wa = _group_rows(state_a[param], axis, offset, size, repeat)
+            wb = _group_rows(permuted_b[param], axis, offset, size, repeat)
+            cost += wa @ wb.T
+        out[name] = cost
+    return out
+
+
+def weight_objective(
+    spec: PermutationSpec,
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    perms: Mapping[str, np.ndarray],
+) -> float:
+    """The weight-matching objective: the inner product of A's weights with B's permuted weights,
+    summed over every parameter a group permutes (BatchNorm running statistics left out)."""
+    permuted_b = apply_permutation(state_b, spec, perms)
+    params = {a[0] for axes in _weight_axes(spec).values() for a in axes}
+    return float(
+        sum(float((state_a[p].double() * permuted_b[p].double()).sum()) for p in sorted(params))
+    )
+
+
+def _descent(
+    spec: PermutationSpec,
+    axes: Mapping[str, list[tuple[str, int, int, int]]],
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    perms: dict[str, np.ndarray],
+    max_iter: int,
+    seed: int,
+) -> int:
+    """Coordinate descent from ``perms`` (updated in place): each sweep visits every solving unit in
+    a random order and keeps a new assignment only when it raises the objective; stops after a sweep
+    that changes nothing. Returns the number of sweeps."""
+    rng = np.random.default_rng(seed)
+    units = spec.units()
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - reported
+        improved = False
+        for idx in rng.permutation(len(units)):
+            names = units[idx]
+            costs = _costs(spec, axes, state_a, state_b, perms, names)
+            new = solve_unit(costs, spec, names)
+            old_score = sum(costs[n][np.arange(len(perms[n])), perms[n]].sum() for n in names)
+            new_score = sum(costs[n][np.arange(len(new[n])), new[n]].sum() for n in names)
+            if new_score > old_score + 1e-12 * max(1.0, abs(old_score)):
+                perms.update(new)
+                improved = True
+        if not improved:
+            break
+    return iterations
+
+
 def weight_matching(
     spec: PermutationSpec,
     state_a: Mapping[str, torch.Tensor],
@@ -103,56 +251,59 @@ def weight_matching(
     *,
     max_iter: int = 100,
     seed: int = 0,
+    starts: tuple[str, ...] = ("forward", "identity"),
 ) -> Alignment:
     """Git Re-Basin weight matching: coordinate descent over groups, each a linear assignment.
 
     Maximises the summed inner product of A's weights with B's permuted weights over every
-    (parameter, axis) of every group; stops when a full sweep improves nothing (a local optimum).
-    Starts from a forward pass that solves the groups in graph order, each from the parameter axes
-    whose other axes are already solved (or never permuted), which recovers an exact permutation of
-    the same net outright. Deterministic for a given ``seed`` (the order of groups in each sweep).
+    (parameter, axis) of every group -- BatchNorm running statistics are data statistics, not
+    weights, and are left out -- and stops when a full sweep improves nothing (a local optimum).
+    The descent runs from each of ``starts`` and the best objective wins:
+
+    - ``"forward"``: solve the groups in graph order, each from the parameter axes whose other axes
+      are already solved (or never permuted), which recovers an exact permutation of the same net
+      outright;
+    - ``"identity"``: Git Re-Basin's Algorithm 1 as published (identity start, random order of
+      groups each sweep, drawn from ``seed``), so the result is never below it.
+
+    Deterministic for a given ``seed``. ``Alignment.objective`` holds the objective reached.
     """
     import time
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    names = list(spec.groups)
-    perms = spec.identity()
-    owners: dict[str, set[str]] = {}
-    for name, group in spec.groups.items():
-        for param, *_ in group.axes:
-            owners.setdefault(param, set()).add(name)
-    solved: set[str] = set()
-    for name in names:  # groups are listed in the order the forward pass creates them
-        group = spec.groups[name]
-        permuted_b = apply_permutation(state_b, spec, {**perms, name: np.arange(group.size)})
-        cost = np.zeros((group.size, group.size))
-        for param, axis, offset, repeat in group.axes:
-            if owners[param] - {name} <= solved:
-                wa = _group_rows(state_a[param], axis, offset, group.size, repeat)
-                wb = _group_rows(permuted_b[param], axis, offset, group.size, repeat)
-                cost += wa @ wb.T
-        perms[name] = _assign(cost)
-        solved.add(name)
-    iterations = 0
-    for iterations in range(1, max_iter + 1):  # noqa: B007 - reported
-        improved = False
-        for idx in rng.permutation(len(names)):
-            name = names[idx]
-            group = spec.groups[name]
-            others = {**perms, name: np.arange(group.size)}
-            permuted_b = apply_permutation(state_b, spec, others)
-            cost = np.zeros((group.size, group.size))
-            for param, axis, offset, repeat in group.axes:
-                wa = _group_rows(state_a[param], axis, offset, group.size, repeat)
-                wb = _group_rows(permuted_b[param], axis, offset, group.size, repeat)
-                cost += wa @ wb.T
-            new = _assign(cost)
-            old_score = cost[np.arange(group.size), perms[name]].sum()
-            new_score = cost[np.arange(group.size), new].sum()
-            if new_score > old_score + 1e-12 * max(1.0, abs(old_score)):
-                perms[name] = new
-                improved = True
-        if not improved:
-            break
-    return Alignment(perms, "weight", {}, iterations, time.perf_counter() - t0)
+    for start in starts:
+        if start not in ("forward", "identity"):
+            raise ValueError(
+                f"The 'starts' parameter must hold 'forward' and/or 'identity'. Got {start!r} instead."
+            )
+    if not starts:
+        raise ValueError("The 'starts' parameter must name at least one start.")
+    axes = _weight_axes(spec)
+    best: tuple[float, dict[str, np.ndarray], int] | None = None
+    for start in starts:
+        perms = spec.identity()
+        if start == "forward":
+            owners: dict[str, set[str]] = {}
+            for name, group_axes in axes.items():
+                for param, *_ in group_axes:
+                    owners.setdefault(param, set()).add(name)
+            solved: set[str] = set()
+            for names in spec.units():  # in the order the forward pass creates the groups
+                members = set(names)
+                costs = _costs(
+                    spec,
+                    axes,
+                    state_a,
+                    state_b,
+                    perms,
+                    names,
+                    usable=lambda p, m=members, done=frozenset(solved), o=owners: o[p] - m <= done,
+                )
+                perms.update(solve_unit(costs, spec, names))
+                solved |= members
+        iterations = _descent(spec, axes, state_a, state_b, perms, max_iter, seed)
+        objective = weight_objective(spec, state_a, state_b, perms)
+        if best is None or objective > best[0] + 1e-12 * max(1.0, abs(best[0])):
+            best = (objective, perms, iterations)
+    objective, perms, iterations = best
+    return Alignment(perms, "weight", {}, iterations, time.perf_counter() - t0, objective=objective)

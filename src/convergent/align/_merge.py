@@ -21,9 +21,10 @@ from torch import nn
 from convergent._progress import bar
 from convergent.align._activations import activation_matching
 from convergent.align._groups import PermutationSpec, apply_permutation
-from convergent.align._interpolate import REPAIRS, _affine_layers, _channel_stats, repair
+from convergent.align._interpolate import check_renormalisation
 from convergent.align._interpolate import reset_batchnorm as _reset_batchnorm
 from convergent.align._match import SIMILARITIES, Alignment, weight_matching
+from convergent.align._repair import point_statistics, repair
 from convergent.zoo import evaluate
 
 METHODS = ("weight", "activation")
@@ -173,8 +174,11 @@ def align_zoo(
 class MergeResult:
     """A merged net and how well it (and the nets it came from) do.
 
-    ``evaluation`` / ``naive`` / ``members[net]``: split -> {"loss", "accuracy"} of the merged net,
-    of the plain average of the unaligned nets (same renormalisation), and of each net.
+    ``evaluation`` / ``naive`` / ``members[net]`` / ``ensemble``: split -> {"loss", "accuracy"} of
+    the merged net, of the plain average of the unaligned nets (same renormalisation), of each net,
+    and of the ensemble of the nets (their logits averaged: K forward passes, the upper reference a
+    single merged net is measured against). ``notes``: warnings for the reader (a merged net far
+    below its members).
     """
 
     model: nn.Module
@@ -185,6 +189,8 @@ class MergeResult:
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
     naive: dict[str, dict[str, float]] = field(default_factory=dict)
     members: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    ensemble: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +202,8 @@ class MergeResult:
             "evaluation": self.evaluation,
             "naive_average": self.naive,
             "members": self.members,
+            "ensemble": self.ensemble,
+            "notes": self.notes,
             "matching_seconds": {n: a.seconds for n, a in self.alignments.items()},
             "scores": {n: a.scores for n, a in self.alignments.items()},
             "seconds": self.seconds,
@@ -208,17 +216,32 @@ def _renormalise(
     if mode == "reset-bn":
         _reset_batchnorm(merged, calibration)
     elif mode == "repair":
-        layers = _affine_layers(merged)
-        stats = [_channel_stats(m, layers, calibration) for m in members]
+        stats = [point_statistics(m, calibration) for m in members]
         target = {
-            layer: (
-                np.mean([s[layer][0] for s in stats], axis=0),
-                np.mean([s[layer][1] for s in stats], axis=0),
+            point: (
+                np.mean([s[point][0] for s in stats], axis=0),
+                np.mean([s[point][1] for s in stats], axis=0),
             )
-            for layer in layers
+            for point in stats[0]
         }
         repair(merged, target, target, 0.0, calibration)
     return merged.eval()
+
+
+@torch.no_grad()
+def evaluate_ensemble(
+    models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the ensemble whose logits are the mean of ``models``'."""
+    loss, correct = 0.0, 0
+    for m in models:
+        m.eval()
+    for start in range(0, len(labels), batch_size):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        logits = torch.stack([m(x) for m in models]).mean(0)
+        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    return loss / len(labels), correct / len(labels)
 
 
 def merge_models(
@@ -242,12 +265,7 @@ def merge_models(
     BatchNorm reset). ``images`` are training inputs (activation matching, renormalisation);
     ``splits`` maps a split name to (images, labels) to evaluate on.
     """
-    if repair_mode not in REPAIRS:
-        raise ValueError(
-            f"The 'repair' parameter must be one of {REPAIRS}. Got {repair_mode!r} instead."
-        )
-    if repair_mode != "none" and images is None:
-        raise ValueError(f"repair={repair_mode!r} needs calibration inputs (training images).")
+    check_renormalisation(next(iter(models.values())), repair_mode, images)
     t0 = time.perf_counter()
     alignments = align_zoo(
         models,
@@ -284,4 +302,31 @@ def merge_models(
         for name, model in models.items():
             loss, acc = evaluate(model, x, y)
             result.members.setdefault(name, {})[split] = {"loss": loss, "accuracy": acc}
+        loss, acc = evaluate_ensemble(list(models.values()), x, y)
+        result.ensemble[split] = {"loss": loss, "accuracy": acc}
+    result.notes = merge_notes(result)
     return result
+
+
+def merge_notes(result: MergeResult, margin: float = 0.1) -> list[str]:
+    """A warning per split where the merged net's accuracy is more than ``margin`` below its worst
+    member's, with the next thing to try."""
+    notes = []
+    for split, evaluation in result.evaluation.items():
+        worst = min(m[split]["accuracy"] for m in result.members.values())
+        merged = evaluation["accuracy"]
+        if merged < worst - margin:
+            if result.repair != "repair":
+                hint = "try --repair repair (REPAIR renormalises every hidden layer)"
+            elif not result.method.startswith("activation"):
+                hint = "try --method activation (weight matching is weak on narrow conv nets)"
+            else:
+                hint = (
+                    "averaging this many nets this narrow loses much; try fewer or wider nets "
+                    "(the ensemble keeps them all), or a partial merge (align.zip_models)"
+                )
+            notes.append(
+                f"the merged net's {split} accuracy ({100 * merged:.2f}%) is far below its "
+                f"worst member's ({100 * worst:.2f}%): {hint}."
+            )
+    return notes

@@ -7,7 +7,9 @@ a file can be checked against a model before it is applied and is readable witho
     format: "convergent-permutation", format_version: 1
     convention: "new unit i is old unit perm[i]"
     order: the group names in the order the forward pass creates them
-    groups: {name: {size, axes: [[param, axis, offset, repeat], ...], layers: [...]}}
+    groups: {name: {size, axes: [[param, axis, offset, repeat], ...], layers: [...], heads, tie}}
+            (heads > 1: attention units permuted head by head; groups with one tie share the head
+            permutation)
     shapes: {param: [dims]}
     info: free description (method, similarity, the nets and their checksums, scores)
 
@@ -76,6 +78,8 @@ class PermutationFile:
                     "size": g.size,
                     "axes": [list(a) for a in g.axes],
                     "layers": list(g.layers),
+                    "heads": g.heads,
+                    "tie": g.tie,
                 }
                 for name, g in self.spec.groups.items()
             },
@@ -132,10 +136,30 @@ def load_permutation(path: str | os.PathLike) -> PermutationFile:
                 "The file is damaged: re-run `convergent align`."
             )
         axes = [(str(p), int(ax), int(off), int(rep)) for p, ax, off, rep in entry["axes"]]
-        groups[name] = PermutationGroup(name, size, axes, list(entry.get("layers", [])))
+        heads, tie = int(entry.get("heads", 1)), entry.get("tie")
+        if heads < 1 or size % heads:
+            raise CorruptFileError(
+                f"{path}: group {name!r} of {size} units cannot be split into {heads} heads. The "
+                "file is damaged: re-run `convergent align`."
+            )
+        groups[name] = PermutationGroup(
+            name,
+            size,
+            axes,
+            list(entry.get("layers", [])),
+            heads,
+            None if tie is None else str(tie),
+        )
         perms[name] = perm.astype(np.int64)
     shapes = {k: tuple(int(d) for d in v) for k, v in meta.get("shapes", {}).items()}
-    return PermutationFile(perms, PermutationSpec(groups, []), shapes, dict(meta.get("info", {})))
+    spec = PermutationSpec(groups, [])
+    try:
+        spec.check(perms)
+    except ValueError as exc:
+        raise CorruptFileError(
+            f"{path}: {exc} The file is damaged: re-run `convergent align`."
+        ) from exc
+    return PermutationFile(perms, spec, shapes, dict(meta.get("info", {})))
 
 
 def check_fits(

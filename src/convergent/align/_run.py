@@ -25,6 +25,7 @@ from convergent.align._interpolate import (
     BARRIER_DEFINITIONS,
     REPAIRS,
     BarrierResult,
+    check_renormalisation,
     interpolation_curve,
 )
 from convergent.align._match import SIMILARITIES, Alignment, weight_matching
@@ -224,6 +225,7 @@ def interpolate_run(
         a, b, arch=arch, model_kwargs=model_kwargs, dataset=dataset, data_dir=data_dir
     )
     images = ds.train_images[:train_inputs]
+    check_renormalisation(net_a.model, repair_mode, images)
     splits = {"train": (images, ds.train_labels[:train_inputs]), "test": ds.split("test")}
     endpoints = {
         net.name: {
@@ -419,7 +421,8 @@ def merge_run(
 
 
 def merge_summary(result: Any) -> list[dict[str, Any]]:
-    """Rows: every net, the naive average and the merged net, with loss and accuracy per split."""
+    """Rows: every net, the naive average, the merged net and the ensemble of the nets, with loss
+    and accuracy per split."""
 
     def row(label: str, ev: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
         out: dict[str, Any] = {"net": label}
@@ -434,4 +437,8 @@ def merge_summary(result: Any) -> list[dict[str, Any]]:
     rows.append(
         row(f"merged: {result.method} -> {result.reference} (+{result.repair})", result.evaluation)
     )
+    if result.ensemble:
+        rows.append(
+            row(f"ensemble of the {len(result.members)} nets (mean logits)", result.ensemble)
+        )
     return rows

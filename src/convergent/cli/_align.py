@@ -75,6 +75,8 @@ def cmd_align(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(format_table(merge_summary(result)))
+        for note in result.notes:
+            print(f"warning: {note}")
         print(f"merged model: {args.out or 'runs/merged.safetensors'}")
         return 0
     if len(args.nets) != 2:
