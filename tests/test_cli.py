@@ -22,6 +22,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
         (["train", "--device", "gpu", "--out", "{tmp}/z"], "Unknown device 'gpu'"),
         (["collect", "{tmp}/none", "--device", "gpu"], "Unknown device 'gpu'"),
         (["demo", "--device", "gpu", "--out", "{tmp}/d"], "Unknown device 'gpu'"),
+        (["align", "{tmp}/a", "{tmp}/b", "--device", "gpu"], "Unknown device 'gpu'"),
+        (["interpolate", "{tmp}/a", "{tmp}/b", "--device", "gpu"], "Unknown device 'gpu'"),
         (["train", "--set", "width", "--out", "{tmp}/z"], r"--set expects KEY=VALUE"),
         (["layers", "--input-shape", "1,8"], "--input-shape expects C,H,W"),
         (["collect", "{tmp}/none"], "is not a zoo"),

@@ -100,3 +100,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
             f"{'' if count == 1 else 's'} {'is' if count == 1 else 'are'} visible ({visible})."
         )
     return torch.device("cuda", index)
+
+
+def module_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); CPU for a model with neither. Inputs
+    are moved there batch by batch, so data can stay on the CPU."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")

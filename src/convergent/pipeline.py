@@ -22,7 +22,7 @@ import torch
 
 from convergent._errors import ConvergentError
 from convergent._manifest import relative_ref
-from convergent.align import interpolate_run
+from convergent.align import interpolate_run, merge_run
 from convergent.collect import collect_run
 from convergent.data import load_dataset
 from convergent.models import build_for
@@ -78,7 +78,9 @@ def run_demo(
         Also mutual-information matching for the first pair (histograms kept at collect time).
     interpolate : bool
         Also the loss barrier between the first two nets, naive vs. aligned (activation matching)
-        vs. aligned + REPAIR, written to ``interpolation/`` and shown in the report.
+        vs. aligned + REPAIR, and the merge of every net into one (activation matching to the
+        first, averaged, REPAIR) next to the members and their ensemble, written to
+        ``interpolation/`` and shown in the report.
     fit_inputs : int, optional
         Training inputs whose statistics one-to-many prediction is fitted on (scored on the test
         split).
@@ -151,6 +153,19 @@ def run_demo(
                 out / "zoo" / "seed1",
                 target,
                 align="activation",
+                repair_mode="repair",
+                data_dir=data_dir,
+                progress=progress,
+            )
+        merged = target / "merged.safetensors"
+        if merged.with_suffix(".json").is_file():
+            log(f"[3c] merge already in {target}")
+        else:
+            log(f"[3c] merge the {nets} nets (activation matching + REPAIR) -> {merged}")
+            merge_run(
+                out / "zoo",
+                merged,
+                method="activation",
                 repair_mode="repair",
                 data_dir=data_dir,
                 progress=progress,

@@ -17,6 +17,8 @@ from convergent.align._run import align_pair, interpolate_run
 from convergent.cli._align import add_commands
 from convergent.data import load_dataset
 from convergent.models import available_architectures
+from convergent.report._build import merge_table
+from convergent.results import load_interpolation, merge_rows
 from convergent.train import TrainConfig, evaluate, train_zoo
 from convergent.zoo._refs import load_dataset_for, load_net, load_pair, locate_net
 
@@ -208,6 +210,41 @@ def test_merge_a_zoo_from_the_command_line(zoo, tmp_path, capsys):
     merged = load_net(locate_net(out), ds).model
     loss, acc = evaluate(merged, *ds.split("test"))
     assert report["evaluation"]["test"] == {"loss": loss, "accuracy": acc}
+
+
+def test_a_merge_beside_an_interpolation_is_read_by_the_results_and_shown_by_the_report(
+    zoo, tmp_path, capsys
+):
+    interp = tmp_path / "interpolation"
+    interpolate_run(zoo / "seed0", zoo / "seed1", interp, align="weight", points=3)
+    assert load_interpolation(interp).merge is None
+    code, text = _run(
+        [
+            "align",
+            str(zoo),
+            "--merge",
+            "--members",
+            "seed0,seed2",
+            "--method",
+            "activation",
+            "--repair",
+            "repair",
+            "--out",
+            str(interp / "merged.safetensors"),
+        ],
+        capsys,
+    )
+    assert code == 0 and "merged: activation -> seed0 (+repair)" in text
+    merge = load_interpolation(interp).merge
+    assert merge["nets"] == ["seed0", "seed2"] and list(merge["members"]) == ["seed0", "seed2"]
+    rows = merge_rows(merge)
+    assert [r["name"] for r in rows] == ["seed0", "seed2", "naive average", "merged", "ensemble"]
+    assert rows[3]["test_accuracy"] == merge["evaluation"]["test"]["accuracy"]
+    table = merge_table(merge)["table"]["rows"]
+    assert table[3][3] == f"{100 * merge['evaluation']['test']['accuracy']:.1f}"
+    (interp / "merged.json").write_text('{"format": "something-else"}')
+    with pytest.raises(ConvergentError, match="not a convergent merge file"):
+        load_interpolation(interp)
 
 
 def test_naming_nets_and_their_data(zoo, tmp_path):

@@ -115,7 +115,7 @@ def test_demo_needs_two_nets_and_keeps_other_runs(tiny_demo, tmp_path):
 
 
 def test_report_shows_the_interpolation_barrier_when_there_is_one(tiny_demo, tmp_path):
-    from convergent.align._run import interpolate_run
+    from convergent.align._run import interpolate_run, merge_run
 
     out, _, _ = tiny_demo
     interp = tmp_path / "interp"
@@ -137,6 +137,22 @@ def test_report_shows_the_interpolation_barrier_when_there_is_one(tiny_demo, tmp
     assert table is not None and table.group(1).count("<tr>") == 6
     assert "max_alpha L(alpha) - ((1 - alpha) L(0) + alpha L(1))" in page
     assert page.count("data:image/png;base64,") >= 2
+    assert 'id="merge-table"' not in page  # no merge yet
+    merge_run(
+        out / "zoo",
+        interp / "merged.safetensors",
+        method="activation",
+        repair_mode="repair",
+        train_inputs=200,
+        progress=False,
+    )
+    page = build_report(
+        out / "results", tmp_path / "r", interpolation=interp, patches=False
+    ).read_text()
+    merge = re.search(r'<table id="merge-table">.*?<tbody>(.*?)</tbody>', page, re.S)
+    # seed0, seed1, their naive average, the merged net, the ensemble
+    assert merge is not None and merge.group(1).count("<tr>") == 5
+    assert 'href="#merge"' in page or 'id="merge"' in page
     with pytest.raises(ConvergentError, match="holds no interpolation.json"):
         build_report(out / "results", tmp_path / "r2", interpolation=tmp_path, patches=False)
 

@@ -144,18 +144,34 @@ def test_interpolation_and_merge_sections(tmp_path):
         curves={"naive": curve},
         definitions={"loss": "max L - line"},
         merge={
-            "rows": [
-                {"name": "a", "kind": "member", "test_accuracy": 0.9},
-                {"name": "merged", "kind": "aligned average", "test_accuracy": 0.85},
-                {"name": "ensemble", "kind": "ensemble", "test_accuracy": 0.93},
-            ]
+            "method": "activation",
+            "reference": "seed0",
+            "repair": "repair",
+            "train_inputs": 100,
+            "members": {
+                "a": {
+                    "train": {"loss": 0.1, "accuracy": 0.95},
+                    "test": {"loss": 0.2, "accuracy": 0.9},
+                }
+            },
+            "naive_average": {"test": {"loss": 2.0, "accuracy": 0.3}},
+            "evaluation": {"test": {"loss": 0.5, "accuracy": 0.85}},
+            "ensemble": {"test": {"loss": 0.15, "accuracy": 0.93}},
+            "notes": ["the merged net is far below its members"],
         },
     )
     section = interpolation_section(data, _draw(tmp_path))
     assert section["table"]["rows"] == [["naive", "test", "0.600", "30.0", "1.5"]]
     assert "loss barrier = max L - line" in section["definitions"]
-    assert [r[0] for r in section["merge"]["table"]["rows"]] == ["a", "merged", "ensemble"]
-    assert merge_table({"rows": []})["table"]["rows"] == []
+    rows = section["merge"]["table"]["rows"]
+    assert [r[0] for r in rows] == ["a", "naive average", "merged", "ensemble"]
+    assert rows[0][2:] == ["95.0", "90.0"] and rows[1][2:] == ["\u2013", "30.0"]
+    assert "far below its members" in section["merge"]["text"]
+    assert "activation matching of every net to seed0" in section["merge"]["text"]
+    assert (
+        merge_table({**data.merge, "naive_average": None, "ensemble": None})["table"]["rows"][-1][0]
+        == "merged"
+    )
 
 
 def test_report_navigation_formats_and_pairs(tiny_demo, tmp_path):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convergent._device import module_device
 from convergent._errors import ConvergentError
 from convergent.align._groups import _ELEMENTWISE_MODULES, PermutationSpec
 from convergent.align._match import Alignment, match_from_similarities, similarity_from_moments
@@ -64,7 +65,7 @@ def observed_groups(
     own = sorted({layer for g in spec.groups.values() for layer in g.layers})
     wanted = list(dict.fromkeys([*layers, *own]))
     with capture({"m": model}, wanted) as store:
-        model(example)
+        model(example.to(module_device(model)))
         outputs = {layer: store.outputs[("m", layer)] for layer in wanted}
     found = {}
     for layer in layers:
@@ -143,6 +144,7 @@ def activation_matching(
             batch_size=batch_size,
             topk=None,
             exact=True,
+            device=module_device(model_a),
             progress=progress,
         )
         owners: dict[str, list[str]] = {}
@@ -169,6 +171,7 @@ def activation_matching(
                 batch_size=batch_size,
                 topk=None,
                 exact=True,
+                device=module_device(model_a),
                 progress=False,
             )
             tiebreak = similarities_from_statistics(extra, spec, wanted, "a", "b")

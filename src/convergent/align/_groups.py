@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from convergent._device import module_device
 from convergent._errors import ConvergentError
 
 
@@ -1116,7 +1117,7 @@ def find_permutation_groups(model: nn.Module, example: torch.Tensor) -> Permutat
     UnsupportedOperationError
         Naming the node and source line of an operation whose effect on unit order is unknown.
     """
-    return _Analysis(model, example).run()
+    return _Analysis(model, example.to(module_device(model))).run()
 
 
 def _index(size: int, offset: int, repeat: int, perm: np.ndarray, length: int) -> np.ndarray:

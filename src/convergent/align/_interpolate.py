@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convergent._device import module_device
 from convergent._progress import bar
 from convergent.align._repair import point_statistics, repair
 
@@ -83,8 +84,9 @@ def reset_batchnorm(model: nn.Module, images: torch.Tensor, *, batch_size: int =
         m.momentum = None
     model.train()
     try:
+        device = module_device(model)
         for start in range(0, len(images), batch_size):
-            model(images[start : start + batch_size])
+            model(images[start : start + batch_size].to(device))
     finally:
         for m, momentum in saved:
             m.momentum = momentum
@@ -127,9 +129,10 @@ def _evaluate(
 ) -> tuple[float, float]:
     model.eval()
     loss, correct = 0.0, 0
+    device = module_device(model)
     for start in range(0, len(labels), batch_size):
-        out = model(images[start : start + batch_size])
-        y = labels[start : start + batch_size]
+        out = model(images[start : start + batch_size].to(device))
+        y = labels[start : start + batch_size].to(device)
         loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
         correct += int((out.argmax(1) == y).sum())
     return loss / len(labels), correct / len(labels)

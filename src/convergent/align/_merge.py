@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convergent._device import module_device
 from convergent._progress import bar
 from convergent.align._activations import activation_matching
 from convergent.align._groups import PermutationSpec, apply_permutation
@@ -236,8 +237,10 @@ def evaluate_ensemble(
     loss, correct = 0.0, 0
     for m in models:
         m.eval()
+    device = module_device(models[0])
     for start in range(0, len(labels), batch_size):
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        x = images[start : start + batch_size].to(device)
+        y = labels[start : start + batch_size].to(device)
         logits = torch.stack([m(x) for m in models]).mean(0)
         loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
@@ -294,13 +297,13 @@ def merge_models(
         plain.load_state_dict(average_states([m.state_dict() for m in models.values()]))
         naive_model = _renormalise(plain, list(models.values()), repair_mode, images)
     for split, (x, y) in (splits or {}).items():
-        loss, acc = evaluate(merged, x, y)
+        loss, acc = evaluate(merged, x, y, device=module_device(merged))
         result.evaluation[split] = {"loss": loss, "accuracy": acc}
         if naive:
-            loss, acc = evaluate(naive_model, x, y)
+            loss, acc = evaluate(naive_model, x, y, device=module_device(naive_model))
             result.naive[split] = {"loss": loss, "accuracy": acc}
         for name, model in models.items():
-            loss, acc = evaluate(model, x, y)
+            loss, acc = evaluate(model, x, y, device=module_device(model))
             result.members.setdefault(name, {})[split] = {"loss": loss, "accuracy": acc}
         loss, acc = evaluate_ensemble(list(models.values()), x, y)
         result.ensemble[split] = {"loss": loss, "accuracy": acc}

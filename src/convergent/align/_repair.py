@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from convergent._device import module_device
 from convergent.align._groups import _Analysis, _Value
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -140,7 +141,7 @@ class _Points:
 
 def repair_points(model: nn.Module, example: torch.Tensor) -> list[RepairPoint]:
     """Every channel axis :func:`repair` renormalises, in forward order (see the module docs)."""
-    return list(_Points(model, example).points.values())
+    return list(_Points(model, example.to(module_device(model))).points.values())
 
 
 class _Moments:
@@ -170,7 +171,7 @@ class _Moments:
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         """(k, C) means and (k, k, C) population co-moments (divided by the count)."""
-        return self.mean.numpy(), (self.comoment / self.count).numpy()
+        return self.mean.cpu().numpy(), (self.comoment / self.count).cpu().numpy()
 
 
 class _Pass(fx.Interpreter):
@@ -201,7 +202,9 @@ class _Pass(fx.Interpreter):
         self.moments.setdefault(n.name, _Moments()).update(parts)
         if self.targets is None or n.name not in self.targets:
             return out
-        mean_t, std_t = (torch.as_tensor(v, dtype=torch.float64) for v in self.targets[n.name])
+        mean_t, std_t = (
+            torch.as_tensor(v, dtype=torch.float64, device=out.device) for v in self.targets[n.name]
+        )
         shape = [1] * out.ndim
         shape[point.dim] = -1
 
@@ -216,7 +219,8 @@ class _Pass(fx.Interpreter):
             var_a, var_b = a.var(0, unbiased=False), b.var(0, unbiased=False)
             cov = ((a - ma) * (b - mb)).mean(0)
             scale = torch.as_tensor(
-                _sum_scale(var_a.numpy(), var_b.numpy(), cov.numpy(), std_t.numpy())
+                _sum_scale(*(v.cpu().numpy() for v in (var_a, var_b, cov, std_t))),
+                device=out.device,
             )
             shift = mean_t - scale * ma - mb
             branch, other = (self.env[arg] for arg in (n.args[i], n.args[1 - i]))
@@ -236,8 +240,9 @@ def _run(
     targets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, _Moments]:
     runner = _Pass(points.graph, points.points, targets)
+    device = module_device(model)
     for start in range(0, len(images), batch_size):
-        runner.run(images[start : start + batch_size])
+        runner.run(images[start : start + batch_size].to(device))
     return runner.moments
 
 
@@ -250,7 +255,8 @@ def point_statistics(
     was = model.training
     model.eval()
     try:
-        moments = _run(model, _Points(model, images[:2]), images, batch_size)
+        points = _Points(model, images[:2].to(module_device(model)))
+        moments = _run(model, points, images, batch_size)
     finally:
         model.train(was)
     out = {}
@@ -263,12 +269,12 @@ def point_statistics(
 def _fold(mod: nn.Module, scale: np.ndarray, shift: np.ndarray | None) -> None:
     """``mod``'s output becomes ``scale * output + shift`` (per channel)."""
     weight = mod.weight
-    s = torch.as_tensor(scale, dtype=weight.dtype)
+    s = torch.as_tensor(scale, dtype=weight.dtype, device=weight.device)
     weight.mul_(s.reshape((-1,) + (1,) * (weight.ndim - 1)))
     if mod.bias is not None:
         mod.bias.mul_(s)
         if shift is not None:
-            mod.bias.add_(torch.as_tensor(shift, dtype=weight.dtype))
+            mod.bias.add_(torch.as_tensor(shift, dtype=weight.dtype, device=weight.device))
 
 
 def _sum_scale(
@@ -306,7 +312,7 @@ def repair(
     no positive scale of its branch can reach keeps its scale (only its mean is set). A layer ending
     a residual branch is corrected twice: to its own target, then as part of the sum, which wins.
     """
-    points = _Points(model, images[:2])
+    points = _Points(model, images[:2].to(module_device(model)))
     targets = {
         name: (
             (1 - alpha) * np.asarray(stats_a[name][0]) + alpha * np.asarray(stats_b[name][0]),
@@ -338,10 +344,13 @@ def repair(
             var = np.clip(comoment[1, 1], 0, None)
             mod.running_mean.copy_(torch.as_tensor(mean[1]))
             mod.running_var.copy_(torch.as_tensor(var))
-            gamma = mod.weight.detach().double().numpy()
+            gamma = mod.weight.detach().double().cpu().numpy()
             m = moments[name]
-            m.mean[0] = torch.as_tensor(mod.bias.detach().double().numpy())
-            m.comoment[0, 0] = torch.as_tensor(gamma**2 * var / (var + mod.eps)) * m.count
+            m.mean[0] = mod.bias.detach().double()
+            m.comoment[0, 0] = (
+                torch.as_tensor(gamma**2 * var / (var + mod.eps), device=m.comoment.device)
+                * m.count
+            )
     _fold_all(model, points, targets, moments)
     return model.eval()
 

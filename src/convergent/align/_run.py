@@ -3,8 +3,6 @@ line (see :mod:`convergent.zoo._refs`) + their dataset -> files on disk and smal
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent._io import atomic_write_bytes, sha256_file, write_json
+from convergent._device import resolve_device
+from convergent._io import sha256_file, write_json
 from convergent._version import __version__
 from convergent.align._activations import activation_matching
 from convergent.align._groups import (
@@ -33,6 +32,7 @@ from convergent.align._merge import merge_models, permuted
 from convergent.align._permfile import permutation_file, save_permutation
 from convergent.align._plot import plot_interpolation
 from convergent.data import load_dataset
+from convergent.results import save_interpolation, save_merge
 from convergent.stats import Statistics
 from convergent.zoo import evaluate, load_zoo
 from convergent.zoo._refs import (
@@ -112,13 +112,20 @@ def align_run(
     train_inputs: int | None = 10000,
     batch_size: int = 256,
     seed: int = 0,
+    device: str | torch.device = "cpu",
     progress: bool | None = None,
 ) -> AlignRun:
     """Align net ``b`` to net ``a``; write ``out/aligned.safetensors`` (B permuted),
-    ``out/permutation.safetensors`` (the portable permutation) and ``out/manifest.json``."""
+    ``out/permutation.safetensors`` (the portable permutation) and ``out/manifest.json``.
+
+    ``device``: where the nets run (``cpu``, ``cuda``, ``cuda:1``, ``mps``); the data stays on the
+    CPU and moves there batch by batch; statistics are float64 either way."""
+    dev = resolve_device(device)
     net_a, net_b, ds = load_pair(
         a, b, arch=arch, model_kwargs=model_kwargs, dataset=dataset, data_dir=data_dir
     )
+    net_a.model.to(dev)
+    net_b.model.to(dev)
     images = ds.train_images[:train_inputs]
     spec = find_permutation_groups(net_a.model, images[:2])
     alignment = align_pair(
@@ -205,6 +212,7 @@ def interpolate_run(
     train_inputs: int | None = 10000,
     batch_size: int = 256,
     seed: int = 0,
+    device: str | torch.device = "cpu",
     progress: bool | None = None,
 ) -> InterpolateRun:
     """Loss and accuracy on train and test at ``points`` alphas between A and B: the naive path, the
@@ -221,15 +229,18 @@ def interpolate_run(
         raise ValueError(
             f"The 'repair' parameter must be one of {REPAIRS}. Got {repair_mode!r} instead."
         )
+    dev = resolve_device(device)
     net_a, net_b, ds = load_pair(
         a, b, arch=arch, model_kwargs=model_kwargs, dataset=dataset, data_dir=data_dir
     )
+    net_a.model.to(dev)
+    net_b.model.to(dev)
     images = ds.train_images[:train_inputs]
     check_renormalisation(net_a.model, repair_mode, images)
     splits = {"train": (images, ds.train_labels[:train_inputs]), "test": ds.split("test")}
     endpoints = {
         net.name: {
-            split: dict(zip(("loss", "accuracy"), evaluate(net.model, x, y)))
+            split: dict(zip(("loss", "accuracy"), evaluate(net.model, x, y, device=dev)))
             for split, (x, y) in splits.items()
         }
         for net in (net_a, net_b)
@@ -269,16 +280,7 @@ def interpolate_run(
             calibration=images,
             progress=progress,
         )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out / "interpolation.json",
-        "csv": out / "interpolation.csv",
-        "png": out / "interpolation.png",
-    }
     document = {
-        "format": "convergent-interpolation",
-        "format_version": 1,
         "convergent_version": __version__,
         "torch_version": torch.__version__,
         "definitions": BARRIER_DEFINITIONS,
@@ -293,41 +295,20 @@ def interpolate_run(
             "train_inputs": int(len(images)),
             "dataset": ds.describe(),
         },
-        "order": list(curves),  # JSON objects are written with sorted keys
+        "order": list(curves),
         "curves": {
             label: {**c.to_dict(), "matching_seconds": seconds[c.align]}
             for label, c in curves.items()
         },
     }
-    write_json(paths["json"], document)
-    atomic_write_bytes(paths["csv"], _csv(curves).encode())
+    paths = save_interpolation(out, document)
+    paths["png"] = Path(out) / "interpolation.png"
     plot_interpolation(
         curves, paths["png"], title=f"Linear interpolation: {net_a.name} (0) to {net_b.name} (1)"
     )
     return InterpolateRun(
         curves, endpoints, {_label(k, "none"): v for k, v in seconds.items()}, paths
     )
-
-
-def _csv(curves: Mapping[str, BarrierResult]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["curve", "align", "repair", "split", "alpha", "loss", "accuracy"])
-    for label, c in curves.items():
-        for split, values in c.curves.items():
-            for i, alpha in enumerate(c.alphas):
-                writer.writerow(
-                    [
-                        label,
-                        c.align,
-                        c.repair,
-                        split,
-                        f"{alpha:.6g}",
-                        f"{values['loss'][i]:.8g}",
-                        f"{values['accuracy'][i]:.8g}",
-                    ]
-                )
-    return buf.getvalue()
 
 
 def interpolation_summary(run: InterpolateRun) -> list[dict[str, Any]]:
@@ -366,6 +347,7 @@ def merge_run(
     data_dir: str | os.PathLike | None = None,
     train_inputs: int | None = 10000,
     seed: int = 0,
+    device: str | torch.device = "cpu",
     progress: bool | None = None,
 ) -> Any:
     """Align every net of ``zoo`` (or the named ``nets``), average, renormalise and evaluate; write
@@ -373,7 +355,8 @@ def merge_run(
     zoo_obj = load_zoo(zoo)
     name, subset = dataset_of_zoo(zoo_obj)
     ds = load_dataset(name, data_dir, subset=subset)
-    models = zoo_obj.models(nets)
+    dev = resolve_device(device)
+    models = {n: m.to(dev) for n, m in zoo_obj.models(nets).items()}
     images = ds.train_images[:train_inputs]
     splits = {"train": (images, ds.train_labels[:train_inputs]), "test": ds.split("test")}
     first = next(iter(models.values()))
@@ -404,11 +387,9 @@ def merge_run(
             "merged_from": list(models),
         },
     )
-    write_json(
+    save_merge(
         out.with_suffix(".json"),
         {
-            "format": "convergent-merge",
-            "format_version": 1,
             "convergent_version": __version__,
             "zoo": str(Path(zoo).resolve()),
             "checkpoints": {n: zoo_obj.record(n).sha256 for n in models},

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from convergent._device import resolve_device
 from convergent.align._check import check_model, check_run
 from convergent.align._interpolate import BARRIER_DEFINITIONS, REPAIRS
 from convergent.align._match import SIMILARITIES
@@ -22,7 +23,14 @@ from convergent.align._run import (
     merge_run,
     merge_summary,
 )
-from convergent.cli._common import model_kwargs, threads
+from convergent.cli._common import (
+    data_options,
+    layer_list,
+    model_kwargs,
+    model_options,
+    run_options,
+    threads,
+)
 from convergent.data import load_dataset
 from convergent.report import format_table
 from convergent.zoo import load_dataset_for, load_net, locate_net
@@ -43,8 +51,9 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "similarity": args.similarity,
         "stats": args.stats,
-        "arch": args.model,
-        "model_kwargs": model_kwargs(args.set),
+        "arch": args.arch,
+        "model_kwargs": model_kwargs(args.set, args.arch),
+        "device": resolve_device(args.device),
         "dataset": args.dataset,
         "data_dir": args.data_dir,
         "train_inputs": args.train_inputs,
@@ -69,10 +78,11 @@ def cmd_align(args: argparse.Namespace) -> int:
             reference=args.reference,
             similarity=args.similarity,
             repair_mode=args.repair,
-            nets=[n for n in (args.net_names or "").split(",") if n] or None,
+            nets=layer_list(args.members),
             data_dir=args.data_dir,
             train_inputs=args.train_inputs,
             seed=args.seed,
+            device=common["device"],
         )
         print(format_table(merge_summary(result)))
         for note in result.notes:
@@ -110,13 +120,13 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     threads(args)
-    kwargs = model_kwargs(args.set)
+    kwargs = model_kwargs(args.set, args.arch)
     if len(args.nets) > 1:
         raise ValueError(f"--check takes at most one net. Got {len(args.nets)}.")
     if args.nets:
         located = locate_net(args.nets[0])
         ds = load_dataset_for([located], args.dataset, args.data_dir)
-        net = load_net(located, ds, arch=args.model, model_kwargs=kwargs)
+        net = load_net(located, ds, arch=args.arch, model_kwargs=kwargs)
         rows = [check_model(net.model, ds.test_images[:4], name=net.name)]
     else:
         if args.input_shape:
@@ -124,7 +134,7 @@ def _check(args: argparse.Namespace) -> int:
         else:
             ds = load_dataset(args.dataset or "digits", args.data_dir)
             shape, classes = ds.input_shape, ds.num_classes
-        archs = [args.model] if args.model else None
+        archs = [args.arch] if args.arch else None
         rows = check_run(archs, model_kwargs=kwargs, input_shape=shape, num_classes=classes)
     print(format_table(rows))
     print(
@@ -153,97 +163,134 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_shared(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _shared() -> argparse.ArgumentParser:
+    """Options `align` and `interpolate` share (matching, inputs), as a parent parser."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("matching")
+    g.add_argument(
         "--similarity",
         default="correlation",
         choices=SIMILARITIES,
         help="unit similarity for activation matching (default: correlation)",
     )
-    p.add_argument(
+    g.add_argument(
         "--stats",
         default=None,
         metavar="DIR",
         help="activation matching from this statistics directory of both nets (`convergent "
-        "collect ZOO --split train`) instead of collecting here",
+        "collect ZOO --split train`) instead of collecting here (default: collect here)",
     )
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="ARCH",
-        help="architecture of checkpoint files without convergent metadata (or package.module:factory)",
-    )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture argument")
-    p.add_argument("--dataset", default=None, help="default: the zoo's (or checkpoint's) dataset")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument(
+    g.add_argument(
         "--train-inputs",
         type=int,
         default=10000,
-        help="first N training images used for statistics, renormalisation and the train curve",
+        help="first N training inputs used for matching statistics, renormalisation and the train "
+        "curve (default 10000)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0, help="order of groups in weight matching")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument(
+        "--batch-size", type=int, default=256, help="inputs per forward pass (default 256)"
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="order of the groups in weight matching's first start (default 0)",
+    )
+    return p
 
 
 def add_commands(subparsers: Any) -> None:
     """Register `align` and `interpolate` on the ``add_subparsers()`` object of the main parser."""
+    parents = [
+        data_options(default=None),
+        model_options(default=None),
+        _shared(),
+        run_options(),
+    ]
     p = subparsers.add_parser(
-        "align", help="permute one net's units onto another's; self-test; merge a zoo"
+        "align",
+        parents=parents,
+        help="permute one net's units onto another's; self-test; merge a zoo",
     )
     p.add_argument(
         "nets",
         nargs="*",
         metavar="NET",
-        help="A B: align B to A (each ZOO/NET or a checkpoint file); ZOO with --merge",
+        help="A B: align B to A (each ZOO/NET or a checkpoint file); ZOO with --merge; none or one "
+        "with --check",
     )
     p.add_argument(
         "--check",
         action="store_true",
         help="self-test: permute every group at random, outputs must not change (every built-in "
-        "architecture, or --model, or the net given)",
+        "architecture, or --arch, or the net given)",
     )
     p.add_argument("--merge", action="store_true", help="align every net of ZOO, average them")
     p.add_argument(
         "--method",
         default=None,
         choices=ALIGN_METHODS,
-        help="activation (default) or weight matching; weight is the default with --merge",
+        help="activation or weight matching (default: activation; weight with --merge)",
     )
     p.add_argument(
         "--reference",
         default=None,
-        help="with --merge: the net the others are aligned to (default: the first), or 'average'",
+        help="with --merge: the net the others are aligned to, or 'average' (MergeMany) "
+        "(default: the first net)",
     )
     p.add_argument(
-        "--nets", dest="net_names", default=None, help="with --merge: comma-separated nets"
+        "--members",
+        default=None,
+        metavar="NET,NET,...",
+        help="with --merge: the nets of ZOO to merge, comma-separated (default: all)",
     )
     p.add_argument(
         "--repair",
         default="none",
         choices=REPAIRS,
-        help="with --merge: renormalise the merged net (reset-bn, repair)",
+        help="with --merge: renormalise the merged net: reset-bn (BatchNorm statistics) or repair "
+        "(REPAIR, every normalised layer) (default: none)",
     )
-    p.add_argument("--input-shape", default=None, help="with --check: C,H,W instead of a dataset's")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument(
+        "--input-shape",
+        default=None,
+        help="with --check: C,H,W instead of a dataset's (default: the dataset's)",
+    )
+    p.add_argument(
+        "--num-classes", type=int, default=10, help="with --input-shape: classes (default 10)"
+    )
     p.add_argument(
         "--out",
         default=None,
-        help="directory (default runs/aligned); with --merge a .safetensors file "
-        "(default runs/merged.safetensors)",
+        help="directory (default runs/aligned); with --merge a .safetensors file (default "
+        "runs/merged.safetensors; named merged.safetensors in an interpolation directory, the "
+        "report shows the merge)",
     )
-    _add_shared(p)
     p.set_defaults(func=cmd_align)
 
     p = subparsers.add_parser(
-        "interpolate", help="loss and accuracy along the straight path between two nets"
+        "interpolate",
+        parents=parents,
+        help="loss and accuracy along the straight path between two nets",
     )
     p.add_argument("a", metavar="A", help="ZOO/NET or a checkpoint file (alpha = 0)")
     p.add_argument("b", metavar="B", help="ZOO/NET or a checkpoint file (alpha = 1)")
-    p.add_argument("--align", default="weight", choices=INTERPOLATE_ALIGN)
-    p.add_argument("--repair", default="none", choices=REPAIRS)
+    p.add_argument(
+        "--align",
+        default="weight",
+        choices=INTERPOLATE_ALIGN,
+        help="align B to A first: none, activation or weight matching (default: weight)",
+    )
+    p.add_argument(
+        "--repair",
+        default="none",
+        choices=REPAIRS,
+        help="also the path renormalised at every alpha: reset-bn or repair (default: none)",
+    )
     p.add_argument("--points", type=int, default=25, help="alphas from 0 to 1 (default 25)")
-    p.add_argument("--out", default="runs/interpolate", help="directory for JSON, CSV and PNG")
-    _add_shared(p)
+    p.add_argument(
+        "--out",
+        default="runs/interpolate",
+        help="directory for JSON, CSV and PNG (default: runs/interpolate)",
+    )
     p.set_defaults(func=cmd_interpolate)

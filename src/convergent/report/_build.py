@@ -37,6 +37,7 @@ from convergent.results import (
     load_comparison,
     load_interpolation,
     load_results,
+    merge_rows,
     summary_columns,
     summary_csv,
     summary_rows,
@@ -464,25 +465,42 @@ def comparison_section(comparison: Comparison, results: Results, draw: Any) -> d
 
 
 def merge_table(merge: Mapping[str, Any]) -> dict[str, Any]:
-    """A merged zoo: each member, the naive average, the merged net and the ensemble."""
+    """A merged zoo (``merged.json``): each member, the naive average, the merged net and the
+    ensemble, with accuracy on each split; the merge's own warnings after the table."""
     rows = []
-    for entry in merge.get("rows", []):
+    for entry in merge_rows(merge):
         rows.append(
             [
-                entry.get("name", ""),
-                entry.get("kind", ""),
-                _fmt(entry.get("train_accuracy")),
-                _fmt(entry.get("test_accuracy")),
+                entry["name"],
+                entry["kind"],
+                _pct(entry.get("train_accuracy")),
+                _pct(entry.get("test_accuracy")),
             ]
         )
+    n = len(merge["members"])
+    train = merge.get("train_inputs")
+    text = (
+        f"{n} nets merged into one: {merge['method']} matching of every net to "
+        f"{merge['reference']}, weights averaged, renormalised with {merge['repair']}"
+        + (f" on the first {train} training inputs" if train else "")
+        + ". Next to it, the members, their naive (unaligned) average and the ensemble of their "
+        "outputs (mean logits): the ensemble is what one net of the same cost as all of them "
+        "reaches, the naive average what skipping the alignment costs. Accuracy in percent; "
+        "train = the calibration inputs, test = the held-out split."
+    )
+    notes = [str(n) for n in merge.get("notes", [])]
+    if notes:
+        text += " Warnings: " + " ".join(notes)
     return {
-        "text": merge.get(
-            "text",
-            "The merged net next to its members, their naive (unaligned) weight average and the "
-            "ensemble of their outputs.",
+        "text": text,
+        "table": _table(
+            ["net", "what", "train accuracy (%)", "test accuracy (%)"], rows, "merge-table"
         ),
-        "table": _table(["net", "what", "train accuracy", "test accuracy"], rows, "merge-table"),
     }
+
+
+def _pct(value: Any) -> str:
+    return "\u2013" if value is None else f"{100 * float(value):.1f}"
 
 
 def _pair_parts(

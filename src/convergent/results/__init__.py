@@ -23,8 +23,12 @@ from convergent.results._compare import (
 )
 from convergent.results._interpolation import (
     INTERPOLATION_FILE,
+    MERGE_FILE,
     Interpolation,
     load_interpolation,
+    merge_rows,
+    save_interpolation,
+    save_merge,
 )
 from convergent.results._results import (
     RESULTS_FORMAT,
@@ -43,6 +47,7 @@ __all__ = [
     "load_comparison",
     "save_comparison",
     "INTERPOLATION_FILE",
+    "MERGE_FILE",
     "RESULTS_FORMAT",
     "Column",
     "Interpolation",
@@ -54,6 +59,9 @@ __all__ = [
     "fit_convention",
     "layer_by_layer",
     "load_interpolation",
+    "merge_rows",
+    "save_interpolation",
+    "save_merge",
     "load_results",
     "save_results",
     "summary_columns",
