@@ -171,6 +171,38 @@ def test_near_dead_targets_are_left_out_of_every_summary_with_the_rule_stated():
     assert "median_held_out_error" in out["path"][0]
 
 
+def test_a_near_dead_source_is_no_predictor_so_held_out_errors_stay_sane():
+    # planted: B = A's first 6 units + noise; source 0 of A is nearly silent on the fit split (a
+    # ReLU unit active on 3 of 3000 inputs) and loud on the held-out split, as fc7 of the digits
+    # demo had (1.3e5 times its fit variance)
+    rng = np.random.default_rng(3)
+    n = 3000
+    a = rng.normal(size=(n, 6))
+    quiet = np.zeros(n)
+    quiet[rng.choice(n, 3, replace=False)] = 0.01
+    a_fit = np.column_stack([quiet, a])
+    b_fit = a + 0.3 * rng.normal(size=a.shape)
+    a_held = rng.normal(size=(1000, 6))
+    a_held_full = np.column_stack([np.abs(rng.normal(size=1000)), a_held])
+    b_held = a_held + 0.3 * rng.normal(size=a_held.shape)
+    src, tgt = np.arange(7), np.arange(7, 13)
+    fit, held = moments_of(a_fit, b_fit), moments_of(a_held_full, b_held)
+    res = sparse_prediction(fit, src, tgt, [0.1, 0.01], held_out=held)
+    assert res.low_variance_source.tolist() == [True] + [False] * 6
+    assert not res.coef[:, 0, :].any() and not res.full_linear_coef[0].any()
+    assert not res.refit.coef[:, 0, :].any() and (res.one_to_one_source != 0).all()
+    # without the quiet source the held-out error is the noise level, 0.3^2 / (1 + 0.3^2)
+    truth = 0.09 / 1.09
+    assert res.full_linear_held_out_error.mean() == pytest.approx(truth, abs=0.02)
+    scoring = res.scoring()
+    assert scoring["sources_used"] == 6 and scoring["sources_left_out_low_variance"] == 1
+    assert scoring["sources_left_out_dead"] == 0 and "live sources" in scoring["source_rule"]
+    # with the rule off the quiet source is a predictor and the held-out error blows up
+    every = sparse_prediction(fit, src, tgt, [0.1, 0.01], held_out=held, min_variance_fraction=0.0)
+    assert not every.low_variance_source.any() and every.full_linear_coef[0].any()
+    assert every.full_linear_held_out_error.mean() > 1.0
+
+
 def test_dead_targets_get_an_empty_support_and_zero_errors():
     rng = np.random.default_rng(2)
     a = rng.normal(size=(300, 4))

@@ -182,9 +182,11 @@ def summary_columns(results: Results) -> list[Column]:
                 per_pair=lambda p, key=label: p.one_to_one.above.get(key),
             )
         )
+    fraction = settings.get("min_variance_fraction", 1e-2)
     scored = (
-        "over the scored targets (live, fit variance at least "
-        f"{settings.get('min_variance_fraction', 1e-2):g} of the median live target's; see 'scored')"
+        f"over the scored targets (live, fit variance at least {fraction:g} of the median live "
+        "target's; see 'scored'); predictors: A's units live with fit variance at least "
+        f"{fraction:g} of the median live unit's (see 'sources')"
     )
     for k in settings.get("refit_k", [1, 2, 3, 4]):
         cols.append(
@@ -258,6 +260,14 @@ def summary_columns(results: Results) -> list[Column]:
             "targets the one-to-many columns are over, per pair (the rest: dead or near-dead in the "
             "fit split)",
             per_pair=lambda p: p.one_to_many.scoring.get("scored"),
+        ),
+        Column(
+            "sources",
+            "sources",
+            "units of A used as predictors, per pair (the rest: dead or near-dead in the fit split; "
+            "standardised by a tiny fit deviation they would blow held-out predictions up)",
+            per_pair=lambda p: p.one_to_many.scoring.get("sources_used"),
+            group="detail",
         ),
     ]
     for k in ks:
