@@ -2,7 +2,9 @@
 
 The report reads results only. Rows, each the best of ``--repeats`` builds into a fresh folder:
 
-- ``png``: the default (every figure once, as PNG, embedded in the page);
+- ``png``: the default (every figure once, as PNG, embedded in the page; the layers' figures drawn
+  by one forked process per CPU);
+- ``png, one process``: the same drawn in this process only (``workers=1``);
 - ``png+svg``: the same plus SVG files (``--formats png,svg``);
 - ``floor``: rendering the page from figures already drawn (Jinja2 and base64 only): what is
   left when no figure is drawn.
@@ -42,12 +44,17 @@ def main() -> None:
         run_demo(out, progress=False, log=lambda _: None)
     results_dir = out / "results"
     rows = []
-    for label, formats in (("png", ("png",)), ("png+svg", ("png", "svg"))):
+    cases = (
+        ("png", ("png",), None),
+        ("png, one process", ("png",), 1),
+        ("png+svg", ("png", "svg"), None),
+    )
+    for label, formats, workers in cases:
         best = float("inf")
         for _ in range(args.repeats):
             target = Path(tempfile.mkdtemp())
             t0 = time.perf_counter()
-            build_report(results_dir, target, formats=formats, progress=False)
+            build_report(results_dir, target, formats=formats, workers=workers, progress=False)
             best = min(best, time.perf_counter() - t0)
             shutil.rmtree(target)
         rows.append((label, best))

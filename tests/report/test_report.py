@@ -166,3 +166,20 @@ def test_demo_command_prints_the_layer_table_timings_and_report_path(tiny_demo, 
     table = printed[printed.index("layer  units") :]
     assert all(f"\n{layer} " in table for layer in LAYERS)
     assert "time: train" in printed and f"report: {out / 'report' / 'report.html'}" in printed
+
+
+def test_layer_figures_drawn_by_worker_processes_are_the_same_bytes(tiny_demo, tmp_path):
+    out, _, _ = tiny_demo
+    pages = {}
+    for workers in (1, 2):
+        report = build_report(
+            out / "results", tmp_path / f"w{workers}", workers=workers, patches=False
+        )
+        figures = sorted((report.parent / "figures").iterdir())
+        pages[workers] = (report.read_bytes(), [(f.name, f.read_bytes()) for f in figures])
+    assert pages[1][0] == pages[2][0]
+    assert pages[1][1] == pages[2][1] and len(pages[1][1]) > len(
+        load_results(out / "results").layers
+    )
+    with pytest.raises(ValueError, match="'workers' parameter must be an integer >= 1"):
+        build_report(out / "results", tmp_path / "w0", workers=0)

@@ -277,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="figure files to write: png (default), png,svg",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes drawing the layers' figures (default: one per usable CPU; 1: none)",
+    )
+    p.add_argument(
         "--interpolation",
         default=None,
         help="an `interpolate` output directory to include (default: RESULTS/../interpolation "

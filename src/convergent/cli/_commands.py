@@ -180,6 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         interpolation=args.interpolation,
         formats=_formats(args.formats),
         all_pairs=args.all_pairs,
+        workers=args.workers,
     )
     print(f"report: {path}")
     return 0

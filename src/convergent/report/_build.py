@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -822,6 +825,7 @@ def build_report(
     formats: Sequence[str] = ("png",),
     all_pairs: bool = False,
     comparison: str | os.PathLike | None = None,
+    workers: int | None = None,
     progress: bool | None = None,
 ) -> Path:
     """Write the report of an ``analyze`` results directory; return the HTML file's path.
@@ -847,6 +851,10 @@ def build_report(
     comparison : path, optional
         Output directory of ``convergent compare`` (its ``compare.json``): the pair next to the
         reference level (default: beside ``results_dir``, if there is one).
+    workers : int, optional
+        Processes drawing the layers' figures (default: the CPUs this process may use, at most one
+        per layer; 1 draws in this process). The page and every figure are the same bytes for any
+        number: each figure is drawn whole by one process.
     """
     results_dir = Path(results_dir)
     if not (results_dir / "results.json").is_file():
@@ -881,25 +889,30 @@ def build_report(
     atomic_write_bytes(out / "summary.csv", summary_csv(results))
     ds = results.run.get("dataset", {})
     title = f"convergent report: {ds.get('name', 'dataset')}, {len(results.nets)} nets"
-    context: dict[str, Any] = {
-        "title": title,
-        "pair": pair,
-        "version": __version__,
-        "source": "the results folder",
-        "formats": ", ".join(draw.formats),
-        "run": run_section(results, pair),
-        "summary": summary_section(results, draw),
-        "similarity": similarity_section(results, draw),
-        "interpolation": interpolation_section(interp, draw) if interp is not None else None,
-        "comparison": comparison_section(compared, results, draw) if compared is not None else None,
-        "layers": [],
-    }
-    with bar(total=len(results.layers), progress=progress, desc="report", unit="layer") as pbar:
-        for layer in results.layers.values():
-            context["layers"].append(
-                layer_section(layer, pair, results, draw, patches=patches, all_pairs=all_pairs)
-            )
-            pbar.update(1)
+    # the layers' figures are drawn by worker processes while this one builds the rest
+    layers = _LayerSections(_LayerJob(results, pair, draw, patches, all_pairs), workers)
+    try:
+        context: dict[str, Any] = {
+            "title": title,
+            "pair": pair,
+            "version": __version__,
+            "source": "the results folder",
+            "formats": ", ".join(draw.formats),
+            "run": run_section(results, pair),
+            "summary": summary_section(results, draw),
+            "similarity": similarity_section(results, draw),
+            "interpolation": interpolation_section(interp, draw) if interp is not None else None,
+            "comparison": comparison_section(compared, results, draw)
+            if compared is not None
+            else None,
+            "layers": [],
+        }
+        with bar(total=len(results.layers), progress=progress, desc="report", unit="layer") as pbar:
+            for section in layers:
+                context["layers"].append(section)
+                pbar.update(1)
+    finally:
+        layers.close()
     context["nav"] = (
         [{"anchor": "run", "text": "run"}, {"anchor": "summary", "text": "summary"}]
         + [{"anchor": "similarity", "text": "whole-layer similarity"}]
@@ -911,6 +924,72 @@ def build_report(
     report = out / "report.html"
     atomic_write_bytes(report, page.encode())
     return report
+
+
+@dataclass
+class _LayerJob:
+    results: Results
+    pair: str
+    draw: Any
+    patches: bool
+    all_pairs: bool
+
+    def __call__(self, name: str) -> dict[str, Any]:
+        return layer_section(
+            self.results.layers[name],
+            self.pair,
+            self.results,
+            self.draw,
+            patches=self.patches,
+            all_pairs=self.all_pairs,
+        )
+
+
+_FORKED_JOB: _LayerJob | None = None
+
+
+def _forked_layer(name: str) -> dict[str, Any]:
+    assert _FORKED_JOB is not None
+    return _FORKED_JOB(name)
+
+
+class _LayerSections:
+    """The layer sections in layer order. Where the platform forks, ``workers`` processes start
+    drawing them at once (they inherit the results rather than receive them as pickles) and this
+    process collects them when iterated; otherwise they are drawn here, when iterated."""
+
+    def __init__(self, job: _LayerJob, workers: int | None) -> None:
+        global _FORKED_JOB
+        self.job, self.names = job, list(job.results.layers)
+        if workers is None:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if int(workers) != workers or workers < 1:
+            raise ValueError(f"The 'workers' parameter must be an integer >= 1. Got {workers!r}.")
+        workers = min(int(workers), len(self.names))
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: list[Any] = []
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            _FORKED_JOB = job
+            self.pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("fork")
+            )
+            self.futures = [self.pool.submit(_forked_layer, name) for name in self.names]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.pool is None:
+            for name in self.names:
+                yield self.job(name)
+            return
+        for future in self.futures:
+            yield future.result()
+
+    def close(self) -> None:
+        """Stop the workers (cancelling what has not started: after an error elsewhere)."""
+        global _FORKED_JOB
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+        _FORKED_JOB = None
 
 
 def render(context: Mapping[str, Any]) -> str:
