@@ -1,7 +1,8 @@
 """Regenerate the README's sample output from an actual run of the main job.
 
     python docs/readme_sample.py                  # runs `convergent demo` into runs/readme-demo
-    python docs/readme_sample.py --out DIR        # elsewhere (an existing run is reused: no timing)
+    python docs/readme_sample.py --out DIR        # elsewhere (an existing run: the sample is kept)
+    python docs/readme_sample.py --screenshot     # also docs/report-screenshot.png (Chromium)
 
 It replaces the block after ``<!-- demo-summary -->`` in README.md with what ``convergent demo``
 printed (the layer table and its conventions), the nets' accuracies and the stages' timings, so
@@ -56,18 +57,70 @@ def replace_block(readme: str, block: str) -> str:
     return pattern.sub(lambda _: f"{MARKER}\n{block}", readme)
 
 
+def screenshot(report: Path, target: Path) -> None:
+    """The report's summary (heading, note, table) above its trend figure, as one PNG, taken by
+    headless Chromium (Debian's ``chromium``) through Playwright."""
+    import io
+    import shutil
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu"], headless=True
+        )
+        page = browser.new_page(viewport={"width": 1800, "height": 1000}, device_scale_factor=1)
+        page.goto(report.resolve().as_uri())
+        top = page.locator("h2#summary").bounding_box()
+        table = page.locator("h2#summary ~ table").first.bounding_box()
+        left = min(top["x"], table["x"]) - 16
+        clip = {
+            "x": left,
+            "y": top["y"] - 8,
+            "width": max(top["width"], table["x"] + table["width"] - left) + 16,
+            "height": table["y"] + table["height"] - top["y"] + 16,
+        }
+        parts = [page.screenshot(clip=clip, full_page=True)]
+        parts.append(page.locator("h2#summary ~ figure").first.screenshot())
+        browser.close()
+    images = [Image.open(io.BytesIO(b)).convert("RGB") for b in parts]
+    width = max(i.width for i in images)
+    sheet = Image.new("RGB", (width, sum(i.height for i in images)), "white")
+    y = 0
+    for image in images:
+        sheet.paste(image, (0, y))
+        y += image.height
+    sheet.save(target, optimize=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/readme-demo", help="run folder (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="runs/readme-demo", help="run folder (default: %(default)s)"
+    )
     parser.add_argument("--readme", default=str(ROOT / "README.md"), help="README to update")
+    parser.add_argument(
+        "--screenshot", action="store_true", help="also redraw docs/report-screenshot.png"
+    )
     args = parser.parse_args(argv)
     fresh = not (Path(args.out) / "report" / "report.html").exists()
     done: dict[str, Any] = run_demo(args.out, progress=False)
-    block = sample_block(done["results"], done["seconds"] if fresh else None, "runs/demo/report/report.html")
-    path = Path(args.readme)
-    path.write_text(replace_block(path.read_text(), block))
+    if fresh:
+        block = sample_block(done["results"], done["seconds"], "runs/demo/report/report.html")
+        path = Path(args.readme)
+        path.write_text(replace_block(path.read_text(), block))
+    else:
+        print(
+            f"README sample left as it is: {args.out} holds an earlier run, whose stages were not "
+            f"timed now; delete {args.out} to regenerate it"
+        )
+    if args.screenshot:
+        screenshot(done["report"], ROOT / "docs" / "report-screenshot.png")
     where = f"{os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"README sample updated from {args.out} ({'timed' if fresh else 'reused, not timed'}; {where})")
+    if fresh:
+        print(f"README sample updated from {args.out} (timed; {where})")
     return 0
 
 
