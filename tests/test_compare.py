@@ -103,3 +103,12 @@ def test_a_baseline_without_two_other_nets_is_refused(zoo, tmp_path):
     ]
     with pytest.raises(ValueError, match="must be a number"):
         Threshold.parse("fc7:cka=high")
+
+
+def test_compare_takes_the_collection_options_of_collect(zoo, tmp_path):
+    out = tmp_path / "c"
+    argv = ["compare", str(zoo / "seed0"), str(zoo / "seed1"), "--layers", "fc7"]
+    argv += ["--max-inputs", "40", "--precision", "float32", "--batch-size", "16"]
+    assert main([*argv, "--no-report", "--out", str(out)]) == 0
+    settings = json.loads((out / "stats" / "manifest.json").read_text())["settings"]
+    assert settings["exact"] is False and settings["batch_size"] == 16

@@ -242,6 +242,8 @@ def run_compare(
     layers: list[str] | None = None,
     max_inputs: int | None = None,
     spatial: str = "positions",
+    batch_size: int = 256,
+    exact: bool = True,
     thresholds: Sequence[Threshold] = (),
     report: bool = True,
     device: str = "cpu",
@@ -255,7 +257,8 @@ def run_compare(
     or, without one, the same architecture at initialisation (two seeds). A, B and the reference
     nets are collected together on the same inputs, every pair involved is analysed, and
     ``compare.json`` (:class:`~convergent.results.Comparison`) and a report are written; the
-    thresholds (``fc7:cka=0.9``) say whether the check passes.
+    thresholds (``fc7:cka=0.9``) say whether the check passes. ``batch_size`` and ``exact``
+    (float64 per-batch products) are passed to the collection as in ``collect``.
 
     Returns
     -------
@@ -304,6 +307,8 @@ def run_compare(
         layers=layers,
         max_inputs=max_inputs,
         spatial=spatial,
+        batch_size=batch_size,
+        exact=exact,
         pooled=False,
         device=device,
         progress=progress,

@@ -24,6 +24,7 @@ from torch import nn
 from convergent._device import module_device
 from convergent._progress import bar
 from convergent.align._repair import point_statistics, repair
+from convergent.zoo import evaluate
 
 REPAIRS = ("none", "reset-bn", "repair")
 BARRIER_DEFINITIONS = {
@@ -123,21 +124,6 @@ def barrier(values: np.ndarray, alphas: np.ndarray, *, higher_is_better: bool = 
     return float(gap.max())
 
 
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
-) -> tuple[float, float]:
-    model.eval()
-    loss, correct = 0.0, 0
-    device = module_device(model)
-    for start in range(0, len(labels), batch_size):
-        out = model(images[start : start + batch_size].to(device))
-        y = labels[start : start + batch_size].to(device)
-        loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-    return loss / len(labels), correct / len(labels)
-
-
 def interpolation_curve(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -183,7 +169,7 @@ def interpolation_curve(
         elif repair_mode == "repair" and not endpoint:
             repair(work, stats_a, stats_b, float(alpha), calibration)
         for split, (x, y) in splits.items():
-            loss, acc = _evaluate(work, x, y)
+            loss, acc = evaluate(work, x, y, device=module_device(work))
             curves[split]["loss"][i] = loss
             curves[split]["accuracy"][i] = acc
     result = BarrierResult(alphas, curves, repair_mode, align)

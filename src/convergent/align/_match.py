@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from convergent._errors import ConvergentError
 from convergent.align._groups import PermutationSpec, apply_permutation
+from convergent.analysis import bipartite_matching
 
 SIMILARITIES = ("correlation", "cross-moment", "cosine")
 
@@ -67,10 +67,8 @@ def similarity_from_moments(
 
 
 def _assign(similarity: np.ndarray) -> np.ndarray:
-    rows, cols = linear_sum_assignment(similarity, maximize=True)
-    perm = np.empty(similarity.shape[0], dtype=np.int64)
-    perm[rows] = cols
-    return perm
+    """The permutation maximising the summed similarity (square: every unit is matched)."""
+    return bipartite_matching(similarity).partner.astype(np.int64)
 
 
 def solve_unit(

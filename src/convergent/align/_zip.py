@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convergent._device import module_device
 from convergent.align._activations import matching_layers
 from convergent.align._groups import PermutationSpec
 from convergent.align._interpolate import check_renormalisation, reset_batchnorm
@@ -134,16 +135,14 @@ def _correlations(
         batch_size=batch_size,
         topk=None,
         exact=True,
+        device=module_device(models[0]),
         progress=False,
     )
     out = {}
     for name, ls in per_group.items():
         mats = []
         for layer in ls:
-            cov = stats[layer].moments.cov(ddof=0)
-            sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-            denom = np.outer(sd, sd)
-            mats.append(np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0))
+            mats.append(stats[layer].moments.corr())  # dead units: 0, never NaN
         out[name] = np.mean(mats, axis=0)
     return out
 

@@ -28,6 +28,7 @@ from convergent.cli._commands import (
 from convergent.cli._common import (
     collect_options,
     data_options,
+    inputs_options,
     model_options,
     run_options,
 )
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[
             data_options(default=None),
             model_options(default=None),
+            inputs_options(),
             collect_options(),
             run_options(),
         ],
@@ -121,12 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="instead of a zoo: one weights file per net (safetensors, or a .pt state dict read "
         "with weights_only=True), with --arch (repeatable; default: none, use ZOO)",
-    )
-    p.add_argument(
-        "--split",
-        default="test",
-        choices=["train", "test"],
-        help="the split measured (default: test)",
     )
     p.add_argument(
         "--fit-split",
@@ -142,21 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many inputs of the fit split (default 10000)",
     )
     p.add_argument(
-        "--inputs",
-        default=None,
-        metavar="FILE",
-        help="instead of a dataset: token inputs for a text model, a .npz of named arrays "
-        "(input_ids, attention_mask, ...; labels optional) or a directory of .npy files, passed "
-        "to the models as keyword arguments; padding masked by attention_mask (default: none)",
-    )
-    p.add_argument(
-        "--vocab",
-        default=None,
-        metavar="FILE",
-        help="with --inputs: one token per line (e.g. BERT's vocab.txt), so the report shows "
-        "tokens, not ids (default: none)",
-    )
-    p.add_argument(
         "--preprocessing",
         default="dataset",
         help="what the nets see: dataset (default: the dataset's normalisation, as convergent "
@@ -164,9 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--topk", type=int, default=9, help="top inputs kept per unit (default 9; 0: none)"
-    )
-    p.add_argument(
-        "--max-inputs", type=int, default=None, help="only the first N inputs (default: all)"
     )
     p.add_argument(
         "--mi",
@@ -321,7 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
         "of a zoo; any architecture) in one command, next to the seed-to-seed variation of a "
         "zoo (--baseline) or, without one, the same architecture at initialisation. Writes "
         "compare.json and a report; exits with status 1 when a threshold (--fail-under) fails.",
-        parents=[data_options(default=None), model_options(default=None), run_options()],
+        parents=[
+            data_options(default=None),
+            model_options(default=None),
+            inputs_options(),
+            collect_options(),
+            run_options(),
+        ],
     )
     p.add_argument("a", metavar="A", help="ZOO/NET or a checkpoint file")
     p.add_argument("b", metavar="B", help="ZOO/NET or a checkpoint file")
@@ -338,33 +322,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAYER:METRIC=VALUE,...",
         help="thresholds, e.g. fc7:cka=0.9,conv1:bipartite=0.6 (or *:cka=0.8 for every layer); "
         "errors and distances fail above their value (default: none)",
-    )
-    p.add_argument(
-        "--split",
-        default="test",
-        choices=["train", "test"],
-        help="the split measured (default: test)",
-    )
-    p.add_argument(
-        "--layers", default=None, help="comma-separated layers (default: the model's defaults)"
-    )
-    p.add_argument(
-        "--max-inputs", type=int, default=None, help="only the first N inputs (default: all)"
-    )
-    p.add_argument(
-        "--spatial",
-        default="positions",
-        choices=["positions", "mean"],
-        help="positions: every position is a sample (default); mean: one per input",
-    )
-    p.add_argument(
-        "--inputs",
-        default=None,
-        metavar="FILE",
-        help="token inputs for text models (default: none)",
-    )
-    p.add_argument(
-        "--vocab", default=None, metavar="FILE", help="with --inputs: a vocabulary (default: none)"
     )
     p.add_argument("--no-report", action="store_true", help="only compare.json, no report")
     p.add_argument("--out", default="runs/compare", help="output directory (default: runs/compare)")

@@ -9,7 +9,7 @@ import sys
 
 from convergent._device import resolve_device
 from convergent.analysis import AnalysisSettings
-from convergent.cli._common import layer_list, model_kwargs, threads
+from convergent.cli._common import layer_list, model_kwargs, precision, threads
 from convergent.collect import collect_run, stats_summary
 from convergent.data import load_dataset
 from convergent.models import build_model, describe_layers, example_input
@@ -110,7 +110,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         fit_split = "train" if args.split == "test" and args.inputs is None else None
     elif fit_split == "none":
         fit_split = None
-    exact = args.exact or args.precision == "float64"
+    exact = precision(args)
     stats = collect_run(
         args.out,
         zoo=args.zoo,
@@ -230,6 +230,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         layers=layer_list(args.layers),
         max_inputs=args.max_inputs,
         spatial=args.spatial,
+        batch_size=args.batch_size,
+        exact=precision(args),
         thresholds=thresholds,
         report=not args.no_report,
         device=device,

@@ -89,6 +89,42 @@ def run_options() -> argparse.ArgumentParser:
     return p
 
 
+def inputs_options() -> argparse.ArgumentParser:
+    """What the nets are fed: a dataset split (or token files) and how many inputs."""
+    p = _parent()
+    g = p.add_argument_group("inputs")
+    g.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "test"],
+        help="the split measured (default: test)",
+    )
+    g.add_argument(
+        "--max-inputs", type=int, default=None, help="only the first N inputs (default: all)"
+    )
+    g.add_argument(
+        "--inputs",
+        default=None,
+        metavar="FILE",
+        help="instead of a dataset: token inputs for a text model, a .npz of named arrays "
+        "(input_ids, attention_mask, ...; labels optional) or a directory of .npy files, passed "
+        "to the models as keyword arguments; padding masked by attention_mask (default: none)",
+    )
+    g.add_argument(
+        "--vocab",
+        default=None,
+        metavar="FILE",
+        help="with --inputs: one token per line (e.g. BERT's vocab.txt), so the report shows "
+        "tokens, not ids (default: none)",
+    )
+    return p
+
+
+def precision(args: argparse.Namespace) -> bool:
+    """``--precision`` / ``--exact``: whether per-batch products run in float64."""
+    return bool(args.exact or args.precision == "float64")
+
+
 def collect_options() -> argparse.ArgumentParser:
     p = _parent()
     g = p.add_argument_group("collection")

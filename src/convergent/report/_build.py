@@ -746,69 +746,70 @@ def _token_text(window: np.ndarray, vocab: Mapping[str, str] | None) -> str:
     return " ".join(words)
 
 
-def _token_table(
-    layer: LayerAnalysis, p: PairAnalysis, ra: Any, rb: Any, vocab: Mapping[str, str] | None
-) -> dict[str, Any] | None:
-    """For token inputs: the top token contexts of the best, median and worst matched units."""
-    if layer.patch_units is None or layer.patch_tokens is None or not len(layer.patch_units):
-        return None
+def _showcase(
+    layer: LayerAnalysis, p: PairAnalysis, ra: Any, rb: Any
+) -> list[tuple[str, int, int, int, int]]:
+    """The best, median and worst matched units of A (bipartite score) whose inputs were kept at
+    collect time: ``(label, unit of A, its partner in B, row of A, row of B)`` (rows into
+    ``layer.patch_*``)."""
+    if layer.patch_units is None or not len(layer.patch_units):
+        return []
     where = {int(u): i for i, u in enumerate(layer.patch_units)}
     partner, score = p.one_to_one.bipartite_partner, p.one_to_one.bipartite_score
     live = np.flatnonzero(partner >= 0)
     if live.size == 0:
-        return None
+        return []
     ranked = live[np.argsort(-score[live], kind="stable")]
-    rows = []
+    out = []
     for label, u in (
         ("best", ranked[0]),
         ("median", ranked[len(ranked) // 2]),
         ("worst", ranked[-1]),
     ):
         ua, ub = ra[0] + int(u), rb[0] + int(partner[u])
-        if ua not in where or ub not in where:
-            continue
+        if ua in where and ub in where:
+            out.append((label, int(u), int(partner[u]), where[ua], where[ub]))
+    return out
+
+
+def _token_table(
+    layer: LayerAnalysis, p: PairAnalysis, ra: Any, rb: Any, vocab: Mapping[str, str] | None
+) -> dict[str, Any] | None:
+    """For token inputs: the top token contexts of the best, median and worst matched units."""
+    if layer.patch_tokens is None:
+        return None
+    shown = _showcase(layer, p, ra, rb)
+    if not shown:
+        return None
+    score = p.one_to_one.bipartite_score
+    rows = []
+    for label, u, v, row_a, row_b in shown:
         for slot in range(min(3, layer.patch_tokens.shape[1])):
             rows.append(
                 [
                     f"{label} (r = {score[u]:.2f})" if slot == 0 else "",
-                    f"{p.net_a} unit {u}: "
-                    + _token_text(layer.patch_tokens[where[ua], slot], vocab),
-                    f"{p.net_b} unit {partner[u]}: "
-                    + _token_text(layer.patch_tokens[where[ub], slot], vocab),
+                    f"{p.net_a} unit {u}: " + _token_text(layer.patch_tokens[row_a, slot], vocab),
+                    f"{p.net_b} unit {v}: " + _token_text(layer.patch_tokens[row_b, slot], vocab),
                 ]
             )
     return _table(["pair", p.net_a, p.net_b], rows, f"tokens-{layer.name}")
 
 
 def _patch_entries(layer: LayerAnalysis, p: PairAnalysis, ra: Any, rb: Any) -> list[dict]:
-    if layer.patch_units is None or layer.patch_images is None or not len(layer.patch_units):
+    if layer.patch_images is None:
         return []
-    where = {int(u): i for i, u in enumerate(layer.patch_units)}
-    partner, score = p.one_to_one.bipartite_partner, p.one_to_one.bipartite_score
-    live = np.flatnonzero(partner >= 0)
-    if live.size == 0:
-        return []
-    ranked = live[np.argsort(-score[live], kind="stable")]
-    entries = []
-    for label, u in (
-        ("best", ranked[0]),
-        ("median", ranked[len(ranked) // 2]),
-        ("worst", ranked[-1]),
-    ):
-        ua, ub = ra[0] + int(u), rb[0] + int(partner[u])
-        if ua not in where or ub not in where:
-            continue
-        entries.append(
-            {
-                "label": label,
-                "unit_a": int(u),
-                "unit_b": int(partner[u]),
-                "corr": float(score[u]),
-                "grid_a": fig.tile(layer.patch_images[where[ua]]),
-                "grid_b": fig.tile(layer.patch_images[where[ub]]),
-            }
-        )
-    return entries
+    score = p.one_to_one.bipartite_score
+    return [
+        {
+            "label": label,
+            "unit_a": u,
+            "unit_b": v,
+            "corr": float(score[u]),
+            "grid_a": fig.tile(layer.patch_images[row_a]),
+            "grid_b": fig.tile(layer.patch_images[row_b]),
+        }
+        for label, u, v, row_a, row_b in _showcase(layer, p, ra, rb)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------

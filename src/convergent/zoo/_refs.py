@@ -18,10 +18,10 @@ from typing import Any
 from torch import nn
 
 from convergent._errors import ConvergentError
-from convergent._io import atomic_write_bytes, read_json, sha256_file
+from convergent._io import read_json, sha256_file
 from convergent.data import load_dataset
 from convergent.models import build_for
-from convergent.zoo._checkpoint import checkpoint_bytes, load_weights
+from convergent.zoo._checkpoint import load_weights, save_checkpoint
 from convergent.zoo._zoo import MANIFEST, ZOO_FORMAT, load_zoo
 
 
@@ -181,7 +181,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: Mapping[str, Any
     """Write a model's state dict as safetensors with convergent's metadata (arch, kwargs, ...) and
     the checksum of its tensors."""
     path = Path(path)
-    atomic_write_bytes(path, checkpoint_bytes(model, meta))
+    save_checkpoint(path, model, meta)
     return path
 
 
