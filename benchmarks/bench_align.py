@@ -32,9 +32,9 @@ objective with a straight Git Re-Basin Algorithm 1 (written here, independently)
 ``--table paths`` is the earlier table: the whole path at 9 alphas for mlp, convnet, resnet.
 
 ``--table training`` is the width table's row (same columns) for chosen training: ``--arch``,
-``--widths``, and runs given by zipped ``--subset`` / ``--epochs`` / ``--blocks`` lists (e.g.
-``--subset 10000,10000 --epochs 4,16``: two runs), with endpoint accuracies and CPU times; it
-asks whether the barrier falls toward the published one with more data, epochs or depth.
+``--widths``, and runs given by zipped ``--subset`` / ``--epochs`` / ``--blocks`` / ``--seeds``
+lists (e.g. ``--subset 10000,10000 --epochs 4,16``: two runs; one value is repeated), with
+endpoint accuracies and CPU times: does the barrier fall with more data, epochs or depth?
 
 Usage: python benchmarks/bench_align.py [--table width|paths|training] [--models ...] [--quick]
        python benchmarks/bench_align.py --table training --arch resnet --widths 2 \
@@ -198,6 +198,9 @@ def main() -> None:
         "--epochs", default=str(WIDTH_EPOCHS), help=f"epochs per run (default {WIDTH_EPOCHS})"
     )
     training.add_argument("--blocks", default="1", help="resnet blocks per stage per run (1)")
+    training.add_argument(
+        "--seeds", default="0-1", help="the pair's seeds per run, e.g. 0-1,2-3 (default 0-1)"
+    )
     parser.add_argument("--points", type=int, default=9, help="alphas from 0 to 1 (odd: has 0.5)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: digits, tiny subsets (not the benchmark)"
@@ -331,10 +334,19 @@ def objective(spec, state_a, state_b, perms) -> float:
     )
 
 
-def width_pair(arch: str, width: float, dataset: str, subset: int, epochs: int, blocks: int = 1):
-    """The cached pair (seeds 0 and 1) and its training time: (dataset, A, B, wall s, CPU s).
-    ``blocks`` (residual blocks per stage) is passed to ``resnet`` only; the cache name gains
-    ``-b<blocks>`` when it is not 1, so the width table's zoos keep their names."""
+def width_pair(
+    arch: str,
+    width: float,
+    dataset: str,
+    subset: int,
+    epochs: int,
+    blocks: int = 1,
+    seeds: tuple[int, int] = (0, 1),
+):
+    """The cached pair and its training time: (dataset, A, B, wall s, CPU s). ``blocks``
+    (residual blocks per stage) is passed to ``resnet`` only; the cache name gains ``-b<blocks>``
+    when it is not 1 and ``-s<a>-<b>`` for seeds other than (0, 1), so the width table's zoos keep
+    their names."""
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, train_zoo
 
@@ -342,18 +354,20 @@ def width_pair(arch: str, width: float, dataset: str, subset: int, epochs: int, 
     kwargs, tag = {"width": width}, ""
     if blocks != 1:
         kwargs["blocks"], tag = blocks, f"-b{blocks}"
+    if tuple(seeds) != (0, 1):
+        tag += f"-s{seeds[0]}-{seeds[1]}"
     t0, c0 = time.perf_counter(), time.process_time()
     zoo = train_zoo(
         CACHE / f"{dataset}-{arch}-w{width:g}{tag}-n{subset}-e{epochs}",
         arch=arch,
         dataset=ds,
-        seeds=(0, 1),
+        seeds=tuple(seeds),
         config=TrainConfig(epochs=epochs, batch_size=128, lr=0.02),
         model_kwargs=kwargs,
         progress=False,
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return ds, zoo.model("seed0"), zoo.model("seed1"), wall, cpu
+    return ds, zoo.model(f"seed{seeds[0]}"), zoo.model(f"seed{seeds[1]}"), wall, cpu
 
 
 def width_row(
@@ -365,6 +379,7 @@ def width_row(
     subset: int = WIDTH_SUBSET,
     epochs: int = WIDTH_EPOCHS,
     blocks: int = 1,
+    seeds: tuple[int, int] = (0, 1),
     extras: bool = True,
 ) -> tuple[dict, dict | None, list[dict]]:
     """One row of the width table (and, with ``extras``, its weight-matching objectives and
@@ -381,7 +396,7 @@ def width_row(
         subset, epochs = 300, 1
     n_test, n_cal = (200, 200) if quick else (WIDTH_TEST, WIDTH_CALIBRATION)
     ds, a, b, trained, trained_cpu = width_pair(
-        setup["arch"], width, dataset, subset, epochs, blocks
+        setup["arch"], width, dataset, subset, epochs, blocks, seeds
     )
     t0, c0 = time.perf_counter(), time.process_time()
     calibration = ds.train_images[:n_cal]
@@ -391,6 +406,7 @@ def width_row(
     spec = find_permutation_groups(a, calibration[:2])
     act = match_pair(a, b, spec, method="activation", images=calibration)
     wm = weight_matching(spec, a.state_dict(), b.state_dict())
+    matched_cpu = time.process_time() - c0
     targets = {"naive": b, "act": permuted(b, spec, act.perms), "wm": permuted(b, spec, wm.perms)}
     bn = has_batchnorm(a)
     configs = [("naive", "none"), ("act", "none"), ("act", "repair"), ("wm", "repair")]
@@ -436,7 +452,9 @@ def width_row(
         }
         print(
             f"  done: {name} x{mult} blocks {blocks}, {subset} images x {epochs} epochs "
-            f"({trained:.0f} s training, {row['_times']['evaluated s']:.0f} s evaluation)",
+            f"({trained:.0f} s training, {row['_times']['evaluated s']:.0f} s evaluation; CPU: "
+            f"{matched_cpu:.0f} s matching, "
+            f"{time.process_time() - c0 - matched_cpu:.0f} s curves)",
             flush=True,
         )
         return row, None, []
@@ -597,15 +615,31 @@ def _int_list(flag: str, text: str) -> list[int]:
     return values
 
 
-def training_runs(args: argparse.Namespace) -> list[tuple[int, int, int, int]]:
-    """(multiplier, subset, epochs, blocks) per run: --subset, --epochs and --blocks are zipped
-    (a single value is repeated), then crossed with --widths."""
+def _seed_pairs(text: str) -> list[tuple[int, int]]:
+    pairs = []
+    for item in text.split(","):
+        parts = item.split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or parts[0] == parts[1]:
+            raise SystemExit(f"--seeds takes pairs of distinct seeds like 0-1,2-3; got {text!r}")
+        pairs.append((int(parts[0]), int(parts[1])))
+    return pairs
+
+
+def training_runs(args: argparse.Namespace) -> list[tuple[int, int, int, int, tuple[int, int]]]:
+    """(multiplier, subset, epochs, blocks, seeds) per run: --subset, --epochs, --blocks and
+    --seeds are zipped (a single value is repeated), then crossed with --widths."""
     subsets = _int_list("--subset", args.subset)
     epochs = _int_list("--epochs", args.epochs)
     blocks = _int_list("--blocks", args.blocks)
-    n = max(len(subsets), len(epochs), len(blocks))
+    seeds = _seed_pairs(args.seeds)
+    n = max(len(subsets), len(epochs), len(blocks), len(seeds))
     lists = []
-    for flag, values in (("--subset", subsets), ("--epochs", epochs), ("--blocks", blocks)):
+    for flag, values in (
+        ("--subset", subsets),
+        ("--epochs", epochs),
+        ("--blocks", blocks),
+        ("--seeds", seeds),
+    ):
         if len(values) not in (1, n):
             raise SystemExit(f"{flag} has {len(values)} values; give 1 or {n} (one per run)")
         lists.append(values * n if len(values) == 1 else values)
@@ -626,7 +660,7 @@ def training_table(args: argparse.Namespace) -> None:
     )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread, {platform.machine()}; "
-        f"{dataset}, {args.arch}: each pair (seeds 0 and 1) trained on the first 'images' "
+        f"{dataset}, {args.arch}: each pair (the 'seeds') trained on the first 'images' "
         "training images for 'epochs' epochs (SGD Nesterov, cosine lr 0.02 -> 0 over the run, "
         "batch 128, weight decay 5e-4); blocks = residual blocks per stage"
     )
@@ -641,7 +675,7 @@ def training_table(args: argparse.Namespace) -> None:
     )
     t0 = time.perf_counter()
     rows = []
-    for mult, subset, epochs, blocks in runs:
+    for mult, subset, epochs, blocks, seeds in runs:
         row, _, _ = width_row(
             args.arch,
             mult,
@@ -650,6 +684,7 @@ def training_table(args: argparse.Namespace) -> None:
             subset=subset,
             epochs=epochs,
             blocks=blocks,
+            seeds=seeds,
             extras=False,
         )
         times = row.pop("_times")
@@ -662,6 +697,7 @@ def training_table(args: argparse.Namespace) -> None:
                 "blocks": blocks,
                 "images": subset,
                 "epochs": epochs,
+                "seeds": f"{seeds[0]}, {seeds[1]}",
                 **row,
                 "train CPU s": round(times["trained cpu s"]),
                 "eval CPU s": round(times["evaluated cpu s"]),
