@@ -31,7 +31,14 @@ next to REPAIR's published Fashion-MNIST ResNet20 numbers. It also compares the 
 objective with a straight Git Re-Basin Algorithm 1 (written here, independently) on every pair.
 ``--table paths`` is the earlier table: the whole path at 9 alphas for mlp, convnet, resnet.
 
-Usage: python benchmarks/bench_align.py [--table width|paths] [--models ...] [--quick]
+``--table training`` is the width table's row (same columns) for chosen training: ``--arch``,
+``--widths``, and runs given by zipped ``--subset`` / ``--epochs`` / ``--blocks`` / ``--seeds``
+lists (e.g. ``--subset 10000,10000 --epochs 4,16``: two runs; one value is repeated), with
+endpoint accuracies and CPU times: does the barrier fall with more data, epochs or depth?
+
+Usage: python benchmarks/bench_align.py [--table width|paths|training] [--models ...] [--quick]
+       python benchmarks/bench_align.py --table training --arch resnet --widths 2 \
+           --subset 10000,10000 --epochs 4,16 --blocks 1,1
 """
 
 from __future__ import annotations
@@ -175,8 +182,25 @@ def run_model(name: str, s: dict, dataset: str, points: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--table", default="width", choices=("width", "paths"))
+    parser.add_argument("--table", default="width", choices=("width", "paths", "training"))
     parser.add_argument("--models", default=None, help="paths: mlp,convnet,resnet; width: both")
+    training = parser.add_argument_group(
+        "--table training", "the width table's row for chosen training (runs = zipped lists)"
+    )
+    training.add_argument("--arch", default="resnet", choices=tuple(WIDTH_SETUPS))
+    training.add_argument("--widths", default="2", help="width multipliers, e.g. 1,2 (default 2)")
+    training.add_argument(
+        "--subset",
+        default=str(WIDTH_SUBSET),
+        help=f"training images per run (default {WIDTH_SUBSET})",
+    )
+    training.add_argument(
+        "--epochs", default=str(WIDTH_EPOCHS), help=f"epochs per run (default {WIDTH_EPOCHS})"
+    )
+    training.add_argument("--blocks", default="1", help="resnet blocks per stage per run (1)")
+    training.add_argument(
+        "--seeds", default="0-1", help="the pair's seeds per run, e.g. 0-1,2-3 (default 0-1)"
+    )
     parser.add_argument("--points", type=int, default=9, help="alphas from 0 to 1 (odd: has 0.5)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: digits, tiny subsets (not the benchmark)"
@@ -185,6 +209,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.table == "width":
         width_table(args)
+    elif args.table == "training":
+        training_table(args)
     else:
         paths_table(args)
 
@@ -308,25 +334,57 @@ def objective(spec, state_a, state_b, perms) -> float:
     )
 
 
-def width_pair(arch: str, width: float, dataset: str, subset: int, epochs: int):
+def width_pair(
+    arch: str,
+    width: float,
+    dataset: str,
+    subset: int,
+    epochs: int,
+    blocks: int = 1,
+    seeds: tuple[int, int] = (0, 1),
+):
+    """The cached pair and its training time: (dataset, A, B, wall s, CPU s). ``blocks``
+    (residual blocks per stage) is passed to ``resnet`` only; the cache name gains ``-b<blocks>``
+    when it is not 1 and ``-s<a>-<b>`` for seeds other than (0, 1), so the width table's zoos keep
+    their names."""
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, train_zoo
 
     ds = load_dataset(dataset, subset=subset)
-    t0 = time.perf_counter()
+    kwargs, tag = {"width": width}, ""
+    if blocks != 1:
+        kwargs["blocks"], tag = blocks, f"-b{blocks}"
+    if tuple(seeds) != (0, 1):
+        tag += f"-s{seeds[0]}-{seeds[1]}"
+    t0, c0 = time.perf_counter(), time.process_time()
     zoo = train_zoo(
-        CACHE / f"{dataset}-{arch}-w{width:g}-n{subset}-e{epochs}",
+        CACHE / f"{dataset}-{arch}-w{width:g}{tag}-n{subset}-e{epochs}",
         arch=arch,
         dataset=ds,
-        seeds=(0, 1),
+        seeds=tuple(seeds),
         config=TrainConfig(epochs=epochs, batch_size=128, lr=0.02),
-        model_kwargs={"width": width},
+        model_kwargs=kwargs,
         progress=False,
     )
-    return ds, zoo.model("seed0"), zoo.model("seed1"), time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return ds, zoo.model(f"seed{seeds[0]}"), zoo.model(f"seed{seeds[1]}"), wall, cpu
 
 
-def width_row(name: str, mult: int, dataset: str, quick: bool) -> tuple[dict, dict]:
+def width_row(
+    name: str,
+    mult: int,
+    dataset: str,
+    quick: bool,
+    *,
+    subset: int = WIDTH_SUBSET,
+    epochs: int = WIDTH_EPOCHS,
+    blocks: int = 1,
+    seeds: tuple[int, int] = (0, 1),
+    extras: bool = True,
+) -> tuple[dict, dict | None, list[dict]]:
+    """One row of the width table (and, with ``extras``, its weight-matching objectives and
+    merges) for a pair trained on the first ``subset`` images for ``epochs`` epochs; ``quick``
+    overrides the training (digits: 300 images, 1 epoch) and the evaluation sizes."""
     from convergent.align import find_permutation_groups, interpolation_curve, match_pair
     from convergent.align._interpolate import _evaluate, has_batchnorm
     from convergent.align._match import weight_matching
@@ -334,10 +392,13 @@ def width_row(name: str, mult: int, dataset: str, quick: bool) -> tuple[dict, di
 
     setup = WIDTH_SETUPS[name]
     width = setup["base"] * mult
-    subset, epochs = (300, 1) if quick else (WIDTH_SUBSET, WIDTH_EPOCHS)
+    if quick:
+        subset, epochs = 300, 1
     n_test, n_cal = (200, 200) if quick else (WIDTH_TEST, WIDTH_CALIBRATION)
-    ds, a, b, trained = width_pair(setup["arch"], width, dataset, subset, epochs)
-    t0 = time.perf_counter()
+    ds, a, b, trained, trained_cpu = width_pair(
+        setup["arch"], width, dataset, subset, epochs, blocks, seeds
+    )
+    t0, c0 = time.perf_counter(), time.process_time()
     calibration = ds.train_images[:n_cal]
     test_x, test_y = ds.split("test")
     splits = {"test": (test_x[:n_test], test_y[:n_test])}
@@ -345,15 +406,7 @@ def width_row(name: str, mult: int, dataset: str, quick: bool) -> tuple[dict, di
     spec = find_permutation_groups(a, calibration[:2])
     act = match_pair(a, b, spec, method="activation", images=calibration)
     wm = weight_matching(spec, a.state_dict(), b.state_dict())
-    ref_perms, ref_sweeps = git_rebasin_algorithm1(spec, a.state_dict(), b.state_dict())
-    # the defect this replaced: BatchNorm running statistics in the objective, the forward start only
-    import convergent.align._match as match_module
-
-    saved, match_module.STATISTICS = match_module.STATISTICS, ()
-    try:
-        before = weight_matching(spec, a.state_dict(), b.state_dict(), starts=("forward",))
-    finally:
-        match_module.STATISTICS = saved
+    matched_cpu = time.process_time() - c0
     targets = {"naive": b, "act": permuted(b, spec, act.perms), "wm": permuted(b, spec, wm.perms)}
     bn = has_batchnorm(a)
     configs = [("naive", "none"), ("act", "none"), ("act", "repair"), ("wm", "repair")]
@@ -390,6 +443,30 @@ def width_row(name: str, mult: int, dataset: str, quick: bool) -> tuple[dict, di
         row[labels[which, mode]] = round(100 * curve.barriers["test"]["accuracy"], 1)
     published = PUBLISHED_RESNET20_FMNIST.get(mult) if name == "resnet" else None
     row["published"] = "-" if published is None else published
+    if not extras:
+        row["_times"] = {
+            "trained s": trained,
+            "trained cpu s": trained_cpu,
+            "evaluated s": time.perf_counter() - t0,
+            "evaluated cpu s": time.process_time() - c0,
+        }
+        print(
+            f"  done: {name} x{mult} blocks {blocks}, {subset} images x {epochs} epochs "
+            f"({trained:.0f} s training, {row['_times']['evaluated s']:.0f} s evaluation; CPU: "
+            f"{matched_cpu:.0f} s matching, "
+            f"{time.process_time() - c0 - matched_cpu:.0f} s curves)",
+            flush=True,
+        )
+        return row, None, []
+    ref_perms, ref_sweeps = git_rebasin_algorithm1(spec, a.state_dict(), b.state_dict())
+    # the defect this replaced: BatchNorm running statistics in the objective, the forward start only
+    import convergent.align._match as match_module
+
+    saved, match_module.STATISTICS = match_module.STATISTICS, ()
+    try:
+        before = weight_matching(spec, a.state_dict(), b.state_dict(), starts=("forward",))
+    finally:
+        match_module.STATISTICS = saved
     obj = {
         "model": name,
         "x": mult,
@@ -526,6 +603,121 @@ def width_table(args: argparse.Namespace) -> None:
             f"{verdict} ({detail})"
         )
     print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise SystemExit(f"{flag} takes integers >= 1 separated by commas; got {text!r}")
+    return values
+
+
+def _seed_pairs(text: str) -> list[tuple[int, int]]:
+    pairs = []
+    for item in text.split(","):
+        parts = item.split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or parts[0] == parts[1]:
+            raise SystemExit(f"--seeds takes pairs of distinct seeds like 0-1,2-3; got {text!r}")
+        pairs.append((int(parts[0]), int(parts[1])))
+    return pairs
+
+
+def training_runs(args: argparse.Namespace) -> list[tuple[int, int, int, int, tuple[int, int]]]:
+    """(multiplier, subset, epochs, blocks, seeds) per run: --subset, --epochs, --blocks and
+    --seeds are zipped (a single value is repeated), then crossed with --widths."""
+    subsets = _int_list("--subset", args.subset)
+    epochs = _int_list("--epochs", args.epochs)
+    blocks = _int_list("--blocks", args.blocks)
+    seeds = _seed_pairs(args.seeds)
+    n = max(len(subsets), len(epochs), len(blocks), len(seeds))
+    lists = []
+    for flag, values in (
+        ("--subset", subsets),
+        ("--epochs", epochs),
+        ("--blocks", blocks),
+        ("--seeds", seeds),
+    ):
+        if len(values) not in (1, n):
+            raise SystemExit(f"{flag} has {len(values)} values; give 1 or {n} (one per run)")
+        lists.append(values * n if len(values) == 1 else values)
+    if args.arch != "resnet" and any(b != 1 for b in lists[2]):
+        raise SystemExit(f"--blocks is for resnet only; got --arch {args.arch}")
+    return [(mult, *run) for mult in _int_list("--widths", args.widths) for run in zip(*lists)]
+
+
+def training_table(args: argparse.Namespace) -> None:
+    """The width table's row (same columns) for chosen widths, training set sizes, epochs and
+    depths, with endpoint accuracies and the CPU time of training and evaluation."""
+    from convergent.report import format_table
+
+    dataset = "digits" if args.quick else "fashion-mnist"
+    runs = training_runs(args)
+    print(
+        "bench_align --table training: the width table's barrier at alpha = 0.5 for more training"
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread, {platform.machine()}; "
+        f"{dataset}, {args.arch}: each pair (the 'seeds') trained on the first 'images' "
+        "training images for 'epochs' epochs (SGD Nesterov, cosine lr 0.02 -> 0 over the run, "
+        "batch 128, weight decay 5e-4); blocks = residual blocks per stage"
+    )
+    print(
+        f"  barrier = (acc(0) + acc(1)) / 2 - acc(0.5), in points, on the first {WIDTH_TEST} test "
+        f"images; matching, REPAIR and BatchNorm resets use the first {WIDTH_CALIBRATION} training "
+        "images; columns as in --table width"
+    )
+    print(
+        "  published = REPAIR (Jordan et al. 2023), Fashion-MNIST ResNet20 (3 blocks per stage, "
+        "trained to convergence), BatchNorm reset/REPAIR: x1 16.4, x2 9.4, x4 2.6, x8 1.4"
+    )
+    t0 = time.perf_counter()
+    rows = []
+    for mult, subset, epochs, blocks, seeds in runs:
+        row, _, _ = width_row(
+            args.arch,
+            mult,
+            dataset,
+            args.quick,
+            subset=subset,
+            epochs=epochs,
+            blocks=blocks,
+            seeds=seeds,
+            extras=False,
+        )
+        times = row.pop("_times")
+        if args.quick:
+            subset, epochs = 300, 1
+        rows.append(
+            {
+                "model": row.pop("model"),
+                "x": row.pop("x"),
+                "blocks": blocks,
+                "images": subset,
+                "epochs": epochs,
+                "seeds": f"{seeds[0]}, {seeds[1]}",
+                **row,
+                "train CPU s": round(times["trained cpu s"]),
+                "eval CPU s": round(times["evaluated cpu s"]),
+            }
+        )
+    print()
+    print(format_table(rows))
+    print()
+    if args.arch == "resnet":
+        for r in rows:
+            best = min(r[k] for k in ("act+REPAIR", "act+reset") if r[k] != "-")
+            verdict = "met" if best <= 5.0 else "MISSED"
+            print(
+                f"  resnet x{r['x']} blocks {r['blocks']}, {r['images']} images x {r['epochs']} "
+                f"epochs: aligned + REPAIR/reset {best} points: <= 5 {verdict}"
+            )
+    print(
+        "training 0 s when cached; CPU s = process time of this process (one thread); "
+        f"total {time.perf_counter() - t0:.0f} s wall"
+    )
 
 
 if __name__ == "__main__":
