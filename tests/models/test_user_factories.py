@@ -16,6 +16,7 @@ from convergent.models import (
     MLP,
     ConvNet,
     ResNet,
+    build_for,
     build_model,
     parse_model_kwargs,
     resolve_factory,
@@ -202,3 +203,39 @@ def test_parse_model_kwargs_reads_set_options():
         parse_model_kwargs(["width=1", "width=2"])
     with pytest.raises(TypeError, match="'width' parameter of ConvNet .*Got 'abc' instead"):
         parse_model_kwargs(["width=abc"], "convnet")
+
+
+def test_a_factory_gets_an_int_input_size_for_square_images_and_h_w_otherwise(bare_path):
+    # written as a user would, for square images only: input_size // 4 fails on a tuple
+    (bare_path / "square_models.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            def make(in_channels=1, input_size=28, num_classes=10):
+                return nn.Sequential(
+                    nn.AvgPool2d(4), nn.Flatten(),
+                    nn.Linear(in_channels * (input_size // 4) ** 2, num_classes),
+                )
+
+            def seen(in_channels=1, input_size=28, num_classes=10):
+                return nn.Sequential(nn.Flatten(), nn.Linear(1, 1), nn.Identity())
+            """
+        )
+    )
+    square = {"input_shape": (1, 28, 28), "num_classes": 10}
+    model = build_for("square_models:make", None, square)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    calls = []
+    real = resolve_factory("square_models:seen")
+
+    def spy(**kwargs):
+        calls.append(kwargs["input_size"])
+        return real(**kwargs)
+
+    import square_models
+
+    square_models.seen = spy
+    build_for("square_models:seen", None, square)
+    build_for("square_models:seen", None, {"input_shape": (3, 24, 32), "num_classes": 2})
+    assert calls == [28, (24, 32)] and isinstance(calls[0], int)

@@ -169,7 +169,8 @@ def build_model(
     arch : str
         A built-in name (``convnet``, ``mlp``, ``resnet``, ``vit``) or ``package.module:factory``.
     in_channels, input_size, num_classes : optional
-        The data's shape; passed on to factories that accept them (all built-ins do). The model's
+        The data's shape; passed on to factories that accept them (all built-ins do);
+        ``input_size`` reaches a factory as an int for square images, else as ``(H, W)``. The model's
         layers can then be listed in forward order without an example input.
     **kwargs
         Architecture parameters (``width``, ``depth``, ...), checked with
@@ -181,6 +182,10 @@ def build_model(
     """
     factory = resolve_factory(arch)
     validate_model_kwargs(arch, kwargs)
+    if isinstance(input_size, (tuple, list)) and len(input_size) == 2:
+        # an int for square images (what a user's factory most likely expects), else (H, W)
+        h, w = (int(v) for v in input_size)
+        input_size = h if h == w else (h, w)
     data_args = {"in_channels": in_channels, "input_size": input_size, "num_classes": num_classes}
     params = parameters(factory)
     accepts_any = params is None or any(
@@ -218,7 +223,8 @@ def build_for(arch: str, kwargs: Mapping[str, Any] | None, data: Any = None) -> 
     data : Dataset, mapping or None
         Anything with ``input_shape`` (C, H, W) and ``num_classes`` (a ``Dataset``, or a manifest's
         dataset record); None for inputs that are not images (token files): then no data
-        argument is passed.
+        argument is passed. Factories that take ``input_size`` get an int for square images and
+        ``(H, W)`` otherwise.
     """
     kwargs = dict(kwargs or {})
     if data is None:
