@@ -77,16 +77,30 @@ def identity_of(value: Any) -> Any:
 
 
 def read_manifest(
-    directory: str | os.PathLike, fmt: str, *, what: str, fix: str, noun: str | None = None
+    directory: str | os.PathLike,
+    fmt: str,
+    *,
+    what: str,
+    fix: str,
+    noun: str | None = None,
+    version: int | None = None,
+    rerun: str = "",
 ) -> dict[str, Any]:
-    """A folder's manifest, refusing a folder without one or of another format (``what``: the
-    folder, e.g. "statistics directory"; ``noun``: its manifest's kind, e.g. "statistics")."""
+    """A folder's manifest, refusing a folder without one, of another format, or (with
+    ``version``) of another format version (``what``: the folder, e.g. "statistics directory";
+    ``noun``: its manifest's kind, e.g. "statistics"; ``rerun``: how to remake an old one)."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise ConvergentError(f"{directory} is not a {what}: {path} does not exist. {fix}")
     manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != fmt:
         raise ConvergentError(f"{path} is not a convergent {noun or what} manifest. {fix}")
+    if version is not None and manifest.get("format_version") != version:
+        raise CorruptFileError(
+            f"{directory} holds {noun or what} of format {manifest.get('format_version')} (made "
+            f"by convergent {manifest.get('convergent_version')}); this version reads format "
+            f"{version}. {rerun}".rstrip()
+        )
     return manifest
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from convergent import ConvergentError
+from convergent._errors import CorruptFileError
 from convergent._io import WriteError, atomic_write_bytes
 from convergent.analysis import AnalysisSettings, LayerAnalysis, analyze_layer
 from convergent.cli import main
@@ -28,6 +29,7 @@ from convergent.results import (
     summary_csv,
     summary_rows,
 )
+from convergent.stats import Statistics
 from tests.helpers.planted import FakeLayer, joint_moments, permuted_pair
 
 
@@ -179,3 +181,27 @@ def test_results_folders_refuse_what_they_cannot_read(tmp_path, tiny_demo):
     arrays.write_bytes(arrays.read_bytes()[:-10])
     with pytest.raises(ConvergentError, match="changed or truncated"):
         load_results(copy)
+
+
+@pytest.mark.parametrize(
+    ("folder", "loader", "noun", "rerun"),
+    [
+        ("results", load_results, "results", "convergent analyze"),
+        ("stats", Statistics.load, "statistics", "convergent collect"),
+    ],
+)
+def test_folders_of_an_older_format_are_refused_naming_both_versions(
+    tmp_path, tiny_demo, folder, loader, noun, rerun
+):
+    out, _, _ = tiny_demo
+    copy = tmp_path / folder
+    shutil.copytree(out / folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    current = manifest["format_version"]
+    manifest["format_version"] = 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        CorruptFileError,
+        match=rf"holds {noun} of format 1 .*reads format {current}\. Re-run `{rerun}`",
+    ):
+        loader(copy)

@@ -764,14 +764,12 @@ def sparse_prediction(
         float(min_variance_fraction * np.median(live_source_var)) if live_source_var.size else 0.0
     )
     weak_source = ~dead_source & (variances[:n_a] < source_threshold)
-    unused = dead_source | weak_source
-    dead_source_units = dead_source
-    dead_source = unused  # below, every unused source is handled as a dead one
+    unused = dead_source | weak_source  # not predictors: handled as dead sources below
 
     # correlations with every dead unit zeroed (Moments.corr does so already; be explicit)
-    gram = np.where(np.outer(~dead_source, ~dead_source), corr[:n_a, :n_a], 0.0)
-    np.fill_diagonal(gram, np.where(dead_source, 0.0, 1.0))
-    cross = np.where(np.outer(~dead_source, ~dead_target), corr[:n_a, n_a:], 0.0)
+    gram = np.where(np.outer(~unused, ~unused), corr[:n_a, :n_a], 0.0)
+    np.fill_diagonal(gram, np.where(unused, 0.0, 1.0))
+    cross = np.where(np.outer(~unused, ~dead_target), corr[:n_a, n_a:], 0.0)
     yty = np.where(dead_target, 0.0, 1.0)
 
     alphas = (
@@ -810,10 +808,10 @@ def sparse_prediction(
         coefs[i], sweeps[i], gaps[i] = coef, fit_i.n_sweeps, fit_i.gap.max(initial=0.0)
 
     # reference points: the best single source (coefficient = its correlation) and least squares
-    best = np.argmax(np.where(dead_source[:, None], -1.0, np.abs(cross)), axis=0)
+    best = np.argmax(np.where(unused[:, None], -1.0, np.abs(cross)), axis=0)
     one_coef = np.zeros((n_a, n_b))
     one_coef[best, np.arange(n_b)] = cross[best, np.arange(n_b)]
-    one_source = np.where(dead_source[best] | dead_target, -1, best)
+    one_source = np.where(unused[best] | dead_target, -1, best)
     full_coef = np.linalg.lstsq(gram, cross, rcond=None)[0]
     if ks is not None:
         support, size, support_penalty = choose_supports(homotopy, alphas, coefs, ks, dead_target)
@@ -869,7 +867,7 @@ def sparse_prediction(
         full_linear_error=full_error,
         full_linear_held_out_error=full_held,
         full_linear_coef=full_coef,
-        dead_source=dead_source_units,
+        dead_source=dead_source,
         dead_target=dead_target,
         held_out_dead_target=held_dead,
         n_sweeps=sweeps,

@@ -221,7 +221,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.out,
         baseline=args.baseline,
         arch=args.arch,
-        model_kwargs=model_kwargs(args.set, args.arch) if args.arch else model_kwargs(args.set),
+        model_kwargs=model_kwargs(args.set, args.arch),
         dataset=args.dataset,
         data_dir=args.data_dir,
         inputs=args.inputs,

@@ -90,13 +90,16 @@ def load_interpolation(directory: str | os.PathLike) -> Interpolation:
         raise CorruptFileError(f"{path} lacks {exc}; re-run `convergent interpolate`.") from exc
 
 
+_MERGE_KEYS = ("members", "evaluation", "method", "reference", "repair")
+
+
 def _load_merge(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != MERGE_FORMAT:
         raise CorruptFileError(f"{path} is not a convergent merge file.")
-    for key in ("members", "evaluation", "method", "reference", "repair"):
+    for key in _MERGE_KEYS:
         if key not in data:
             raise CorruptFileError(f"{path} lacks {key!r}; re-run `convergent align --merge`.")
     return data
@@ -176,8 +179,9 @@ def save_interpolation(
 def save_merge(path: str | os.PathLike, document: Mapping[str, Any]) -> Path:
     """Write a merge's evaluation (``convergent align --merge``) as JSON; named ``merged.json`` in
     an interpolation directory, the report shows it next to the interpolation."""
+    missing = [k for k in _MERGE_KEYS if k not in document]
+    if missing:
+        raise ValueError(f"A merge document needs {missing}.")
     path = Path(path)
-    body = {"format": MERGE_FORMAT, "format_version": 1, **document}
-    write_json(path, body)
-    _load_merge(path)  # what was written reads back
+    write_json(path, {"format": MERGE_FORMAT, "format_version": 1, **document})
     return path

@@ -147,13 +147,9 @@ def load_results(directory: str | os.PathLike) -> Results:
         what="results directory",
         noun="results",
         fix="Create one with `convergent analyze STATS --out DIR`.",
+        version=RESULTS_VERSION,
+        rerun=_FIX,
     )
-    if manifest.get("format_version") != RESULTS_VERSION:
-        raise CorruptFileError(
-            f"{directory} holds results of format {manifest.get('format_version')} (made by "
-            f"convergent {manifest.get('convergent_version')}); this version reads format "
-            f"{RESULTS_VERSION}. {_FIX}"
-        )
     files = manifest["files"]
     body = read_json(verify_entry(directory, files["results"], _FIX))
     layers = {

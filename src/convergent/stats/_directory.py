@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from convergent._errors import ConvergentError, CorruptFileError
+from convergent._errors import CorruptFileError
 from convergent._io import load_arrays, save_arrays, write_json
 from convergent._manifest import MANIFEST, file_entry, header, read_manifest, verify_entry
 from convergent.stats._accuracy import ClassifierScores
@@ -243,13 +243,9 @@ class Statistics:
             what="statistics directory",
             noun="statistics",
             fix="Create one with `convergent collect`.",
+            version=STATS_VERSION,
+            rerun=_FIX,
         )
-        if manifest.get("format_version") != STATS_VERSION:
-            raise ConvergentError(
-                f"{directory} holds statistics of format {manifest.get('format_version')}, made by "
-                f"convergent {manifest.get('convergent_version')}; this version reads format "
-                f"{STATS_VERSION}. {_FIX}"
-            )
         entries = {entry["name"]: entry for entry in manifest["layers"]}
         if layers is not None:
             missing = [name for name in layers if name not in entries]
